@@ -1,0 +1,60 @@
+"""The AdaAttN block (SPEC section 4)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flax_style import ops
+
+
+class AdaAttN(nn.Module):
+    """Adaptive attention normalisation: per content position, the attention-weighted mean and
+    std of the style values replace the content's own statistics.
+
+    Attributes:
+      in_planes: value channels C.
+      key_planes: key channels K.
+      max_sample: at most this many style positions attend; beyond it a random subset is drawn
+        from the `"sample"` PRNG stream (pass `rngs={"sample": key}` to `apply`).
+      query_chunk: content positions per attention chunk (memory-bounded inference), or None.
+      dtype: conv and matmul compute dtype; statistics stay float32.
+    """
+
+    in_planes: int
+    key_planes: int
+    max_sample: int = 256 * 256
+    query_chunk: int | None = None
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        content: jax.Array,
+        style: jax.Array,
+        content_key: jax.Array,
+        style_key: jax.Array,
+    ) -> jax.Array:
+        b = content.shape[0]
+        f = nn.Conv(self.key_planes, (1, 1), dtype=self.dtype, name="f")
+        g = nn.Conv(self.key_planes, (1, 1), dtype=self.dtype, name="g")
+        h = nn.Conv(self.in_planes, (1, 1), dtype=self.dtype, name="h")
+        # Style positions as a (b, n_s, 1, c) column, so the 1x1 convs apply unchanged.
+        style_key = style_key.reshape(b, -1, 1, style_key.shape[-1])
+        style = style.reshape(b, -1, 1, style.shape[-1])
+        # 1x1 convs commute with a gather over positions: subsample first, project fewer.
+        keep = ops.sample_positions(
+            self.make_rng("sample") if style.shape[1] > self.max_sample else None,
+            style.shape[1],
+            self.max_sample,
+        )
+        if keep is not None:
+            style_key, style = style_key[:, keep], style[:, keep]
+        query = f(content_key).reshape(b, -1, self.key_planes)
+        mean, std = ops.attention_mean_std(
+            query,
+            g(style_key).reshape(b, -1, self.key_planes),
+            h(style).reshape(b, -1, self.in_planes),
+            query_chunk=self.query_chunk,
+            dtype=self.dtype,
+        )
+        return ops.adaptive_normalize(content, mean, std)

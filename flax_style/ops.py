@@ -1,0 +1,161 @@
+"""Numeric primitives shared by the models and the losses (SPEC sections 2-4).
+
+Everything here is NHWC and pure. Statistics are computed in float32 whatever the input dtype,
+so mixed precision never touches a mean, a variance or a softmax.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EPS = 1e-5
+
+
+def calc_mean_std(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:
+    """Per-sample, per-channel mean and std over H*W (unbiased variance, as the official code).
+
+    Args:
+      x: (b, h, w, c) features.
+      eps: added to the variance before the square root.
+
+    Returns:
+      mean and std, each (b, 1, 1, c) float32.
+    """
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+    var = jnp.var(x, axis=(1, 2), keepdims=True, ddof=1)
+    return mean, jnp.sqrt(var + eps)
+
+
+def mvn(x: jax.Array, eps: float = EPS) -> jax.Array:
+    """Mean-variance normalisation per sample and channel (float32)."""
+    mean, std = calc_mean_std(x, eps)
+    return (x.astype(jnp.float32) - mean) / std
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source indices of PyTorch's `F.interpolate(mode="nearest")` along one axis.
+
+    PyTorch computes `min(floor(dst * float32(in / out)), in - 1)` in float32; reproducing the
+    float32 rounding keeps non-integer ratios index-exact.
+    """
+    if in_size == out_size:
+        return np.arange(out_size)
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, in_size - 1)
+
+
+def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
+    """Nearest resize of (b, h, w, c) to `size` = (h', w') with PyTorch's index rule."""
+    in_h, in_w = x.shape[1:3]
+    out_h, out_w = size
+    if (in_h, in_w) == (out_h, out_w):
+        return x
+    x = jnp.take(x, nearest_indices(in_h, out_h), axis=1)
+    return jnp.take(x, nearest_indices(in_w, out_w), axis=2)
+
+
+def match_size(x: jax.Array, reference: jax.Array) -> jax.Array:
+    """Resizes `x` to the spatial size of `reference` (a no-op on multiples of 16, SPEC 7b)."""
+    return resize_nearest(x, reference.shape[1:3])
+
+
+def upsample2(x: jax.Array) -> jax.Array:
+    """Nearest x2 upsampling (each pixel repeated)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def attention_key(feats: Sequence[jax.Array], layer: int, mode: str) -> jax.Array:
+    """Attention key for relu{layer}_1 from the encoder features [relu1_1 .. relu5_1] (SPEC 3).
+
+    Args:
+      feats: the five encoder feature maps, shallowest first.
+      layer: 1-based layer number (3 for relu3_1).
+      mode: "shallow" (all shallower layers, official AdaAttN), "single" or "pair".
+
+    Returns:
+      (b, h_layer, w_layer, key_channels) float32 key.
+    """
+    target = feats[layer - 1]
+    if mode == "single":
+        first = layer
+    elif mode == "pair":
+        first = layer - 1
+    elif mode == "shallow":
+        first = 1
+    else:
+        raise ValueError(f"unknown key mode {mode!r}; expected shallow, single or pair")
+    parts = [mvn(match_size(feats[j - 1], target)) for j in range(max(first, 1), layer + 1)]
+    return jnp.concatenate(parts, axis=-1)
+
+
+def key_channels(widths: Sequence[int], layer: int, mode: str) -> int:
+    """Channel count of `attention_key` for encoder `widths` (relu1_1..relu5_1 channels)."""
+    first = {"single": layer, "pair": layer - 1, "shallow": 1}[mode]
+    return sum(widths[max(first, 1) - 1 : layer])
+
+
+def sample_positions(rng: jax.Array, num_positions: int, max_sample: int) -> jax.Array | None:
+    """Indices of a random subset of `max_sample` style positions, or None to keep all."""
+    if num_positions <= max_sample:
+        return None
+    return jax.random.permutation(rng, num_positions)[:max_sample]
+
+
+def attention_mean_std(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    query_chunk: int | None = None,
+    dtype: jnp.dtype = jnp.float32,
+) -> tuple[jax.Array, jax.Array]:
+    """Attention-weighted mean and std of `value` (SPEC 4 steps 3-4).
+
+    `A = softmax(query @ key^T)` (no 1/sqrt(K) scaling); `mean = A @ V`,
+    `std = sqrt(relu(A @ V^2 - mean^2))`. Both moments come out of one matmul with `[V, V^2]`.
+    With `query_chunk`, queries are processed in chunks so memory grows linearly with the number
+    of queries for a fixed number of keys; the result is the same up to rounding.
+
+    Args:
+      query: (b, n_q, K).
+      key: (b, n_k, K).
+      value: (b, n_k, C).
+      query_chunk: queries per chunk, or None for a single pass.
+      dtype: matmul input dtype (bfloat16 for mixed precision); accumulation, softmax and the
+        moments stay float32.
+
+    Returns:
+      mean and std, each (b, n_q, C) float32.
+    """
+    value = value.astype(jnp.float32)
+    moments_value = jnp.concatenate([value, value * value], axis=-1).astype(dtype)
+    key = key.astype(dtype)
+
+    def attend(q: jax.Array) -> jax.Array:
+        logits = jnp.einsum("bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+        return jnp.einsum("bqn,bnc->bqc", weights, moments_value, preferred_element_type=jnp.float32)
+
+    b, n_q, k = query.shape
+    if query_chunk is None or n_q <= query_chunk:
+        moments = attend(query)
+    else:
+        num_chunks = -(-n_q // query_chunk)
+        padded = jnp.pad(query, ((0, 0), (0, num_chunks * query_chunk - n_q), (0, 0)))
+        chunks = padded.reshape(b, num_chunks, query_chunk, k).swapaxes(0, 1)
+        moments = jax.lax.map(attend, chunks).swapaxes(0, 1)
+        moments = moments.reshape(b, num_chunks * query_chunk, -1)[:, :n_q]
+    channels = value.shape[-1]
+    mean, second = moments[..., :channels], moments[..., channels:]
+    return mean, jnp.sqrt(jax.nn.relu(second - mean * mean))
+
+
+def adaptive_normalize(
+    content: jax.Array, mean: jax.Array, std: jax.Array
+) -> jax.Array:
+    """`std * mvn(content) + mean`, with mean/std given per content position as (b, n, C)."""
+    b, h, w, c = content.shape
+    return std.reshape(b, h, w, c) * mvn(content) + mean.reshape(b, h, w, c)
