@@ -135,9 +135,13 @@ def attention_mean_std(
     key = key.astype(dtype)
 
     def attend(q: jax.Array) -> jax.Array:
-        logits = jnp.einsum("bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=jnp.float32)
+        logits = jnp.einsum(
+            "bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=jnp.float32
+        )
         weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-        return jnp.einsum("bqn,bnc->bqc", weights, moments_value, preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "bqn,bnc->bqc", weights, moments_value, preferred_element_type=jnp.float32
+        )
 
     b, n_q, k = query.shape
     if query_chunk is None or n_q <= query_chunk:
@@ -153,9 +157,7 @@ def attention_mean_std(
     return mean, jnp.sqrt(jax.nn.relu(second - mean * mean))
 
 
-def adaptive_normalize(
-    content: jax.Array, mean: jax.Array, std: jax.Array
-) -> jax.Array:
+def adaptive_normalize(content: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     """`std * mvn(content) + mean`, with mean/std given per content position as (b, n, C)."""
     b, h, w, c = content.shape
     return std.reshape(b, h, w, c) * mvn(content) + mean.reshape(b, h, w, c)

@@ -53,7 +53,9 @@ def model_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config = dict(DEFAULT_MODEL_CONFIG)
     unknown = set(overrides or {}) - set(config)
     if unknown:
-        raise ValueError(f"unknown model config field(s) {sorted(unknown)}; known: {sorted(config)}")
+        raise ValueError(
+            f"unknown model config field(s) {sorted(unknown)}; known: {sorted(config)}"
+        )
     config.update(overrides or {})
     if config["variant"] not in VARIANTS:
         raise ValueError(f"model variant {config['variant']!r}: choose one of {VARIANTS}")

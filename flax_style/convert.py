@@ -1,0 +1,244 @@
+"""Conversion of official PyTorch AdaAttN weights into a flax-style checkpoint.
+
+    python -m flax_style.convert --model {adaattn,proposed} --torch-dir DIR \
+        --vgg PATH/vgg_normalised.pth --out CKPT_DIR
+
+`DIR` holds the official file names (SPEC sections 6-7): `latest_net_adaattn_3.pth` (adaattn
+only), `latest_net_transformer.pth`, `latest_net_decoder.pth`. The output checkpoint holds the
+encoder, every trained parameter and the model config, so inference needs nothing else.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from flax_style import checkpoint, models
+
+VGG_FILE = "vgg_normalised.pth"
+ADAATTN_3_FILE = "latest_net_adaattn_3.pth"
+TRANSFORMER_FILE = "latest_net_transformer.pth"
+DECODER_FILE = "latest_net_decoder.pth"
+_VGG_INDEX = dict(models.VGG_CONVS)
+_LAST_USED_VGG_INDEX = 43  # relu5_1; the official file also holds relu5_2..relu5_4
+
+
+class ConversionError(Exception):
+    """Unusable input weights; the message names the file, the key and the shapes."""
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """Reads a PyTorch state dict (`.pth`) as float32 numpy arrays."""
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    try:
+        import torch
+    except ImportError as error:
+        raise ConversionError(
+            f"{path}: reading .pth files needs PyTorch: pip install 'flax-style[torch]'"
+        ) from error
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file
+        raise ConversionError(
+            f"{path}: not a readable PyTorch state dict ({type(error).__name__}: the file is "
+            "corrupt, truncated or not a torch.save'd state dict); re-download it"
+        ) from error
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConversionError(f"{path}: expected a state dict of tensors, found {type(state)}")
+    return {key: value.detach().float().numpy() for key, value in state.items()}
+
+
+def _to_flax(name: str, value: np.ndarray) -> np.ndarray:
+    # PyTorch conv weights are OIHW; flax kernels are HWIO.
+    return value.transpose(2, 3, 1, 0) if name == "kernel" else value
+
+
+def _torch_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[3], shape[2], shape[0], shape[1]) if name == "kernel" else tuple(shape)
+
+
+def _take(
+    state: Mapping[str, np.ndarray], file: str, expected: Mapping[str, tuple[str, tuple]]
+) -> dict[str, np.ndarray]:
+    """Looks up each torch key of `expected` ({torch_key: (flax leaf name, flax shape)})."""
+    out = {}
+    for key, (leaf, shape) in expected.items():
+        torch_shape = _torch_shape(leaf, shape)
+        if key not in state:
+            raise ConversionError(f"{file}: missing key {key!r} (expected shape {torch_shape})")
+        if tuple(state[key].shape) != torch_shape:
+            raise ConversionError(
+                f"{file}: key {key!r} has shape {tuple(state[key].shape)}, expected {torch_shape}"
+            )
+        out[key] = _to_flax(leaf, state[key])
+    return out
+
+
+def vgg_from_state_dict(state: Mapping[str, np.ndarray], file: str = VGG_FILE) -> tuple[Any, list]:
+    """Encoder parameters and widths (relu1_1..relu5_1 channels) from a VGG state dict."""
+    try:
+        widths = [int(state[f"{_VGG_INDEX[f'conv{k}_1']}.weight"].shape[0]) for k in range(1, 6)]
+    except KeyError as error:
+        raise ConversionError(
+            f"{file}: missing key {error.args[0]!r}; is it vgg_normalised?"
+        ) from None
+    abstract = _abstract_encoder(widths)
+    expected = {
+        f"{_VGG_INDEX[conv]}.{'weight' if leaf == 'kernel' else 'bias'}": (leaf, value.shape)
+        for (conv, leaf), value in traverse_util.flatten_dict(abstract).items()
+    }
+    used = {k for k in state if int(k.split(".")[0]) <= _LAST_USED_VGG_INDEX}
+    extra = sorted(used - set(expected))
+    if extra:
+        raise ConversionError(
+            f"{file}: unexpected key {extra[0]!r} (shape {state[extra[0]].shape})"
+        )
+    values = _take(state, file, expected)
+    flat = {
+        (conv, leaf): values[f"{_VGG_INDEX[conv]}.{'weight' if leaf == 'kernel' else 'bias'}"]
+        for (conv, leaf) in traverse_util.flatten_dict(abstract)
+    }
+    return traverse_util.unflatten_dict(flat), widths
+
+
+def load_vgg(path: str) -> tuple[Any, list]:
+    """Encoder parameters and widths from an official `vgg_normalised.pth`."""
+    return vgg_from_state_dict(read_state_dict(path), path)
+
+
+def _abstract_encoder(widths) -> Any:
+    encoder = models.build_encoder(models.model_config({"widths": widths}))
+    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    return jax.eval_shape(encoder.init, jax.random.key(0), image)["params"]
+
+
+def abstract_params(model_config: Mapping[str, Any]) -> Any:
+    """Shapes of the trainable parameters of a model config (nothing is computed)."""
+    encoder = models.build_encoder(model_config)
+    network = models.build_network(model_config)
+    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    encoder_params = jax.eval_shape(encoder.init, jax.random.key(0), image)
+    feats = jax.eval_shape(encoder.apply, encoder_params, image)
+    return jax.eval_shape(network.init, jax.random.key(0), feats, feats)["params"]
+
+
+def torch_location(path: tuple[str, ...]) -> tuple[str, str]:
+    """(official file, state-dict key) of a flax parameter path of either network."""
+    *modules, leaf = path
+    leaf = "weight" if leaf == "kernel" else "bias"
+    top = modules[0]
+    if top == "adaattn_3":
+        return ADAATTN_3_FILE, ".".join([*modules[1:], leaf])
+    if top == "decoder":  # flax "layer_2_24" <-> torch "decoder_layer_2.24"
+        block, index = modules[1].rsplit("_", 1)
+        return DECODER_FILE, f"decoder_{block}.{index}.{leaf}"
+    return TRANSFORMER_FILE, ".".join([*modules, leaf])
+
+
+def network_from_state_dicts(
+    state_dicts: Mapping[str, Mapping[str, np.ndarray]],
+    model_config: Mapping[str, Any],
+    torch_dir: str = "",
+) -> Any:
+    """Trainable parameters from the official state dicts, keyed by file name.
+
+    Args:
+      state_dicts: {official file name: state dict}.
+      model_config: the model config the parameters must fit.
+      torch_dir: where the files came from, for error messages.
+
+    Raises:
+      ConversionError: a missing, extra or misshaped key (naming file, key and shapes).
+    """
+    flat = traverse_util.flatten_dict(abstract_params(model_config))
+    by_file: dict[str, dict[str, tuple[str, tuple]]] = {}
+    for path, value in flat.items():
+        file, key = torch_location(path)
+        by_file.setdefault(file, {})[key] = (path[-1], value.shape)
+    params = {}
+    for file, expected in by_file.items():
+        state = state_dicts[file]
+        extra = sorted(set(state) - set(expected))
+        file = os.path.join(torch_dir, file)
+        if extra:
+            raise ConversionError(
+                f"{file}: unexpected key {extra[0]!r} (shape {tuple(state[extra[0]].shape)}); "
+                f"is this a {model_config['variant']!r} checkpoint?"
+            )
+        values = _take(state, file, expected)
+        for path in flat:
+            if os.path.join(torch_dir, torch_location(path)[0]) == file:
+                params[path] = values[torch_location(path)[1]]
+    return traverse_util.unflatten_dict(params)
+
+
+def load_official(
+    variant: str,
+    torch_dir: str,
+    vgg_path: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Reads official-layout PyTorch weights.
+
+    Args:
+      variant: "adaattn" or "proposed".
+      torch_dir: directory with the `latest_net_*.pth` files.
+      vgg_path: path of `vgg_normalised.pth`.
+      overrides: further model config fields (e.g. fusion weights).
+
+    Returns:
+      (params, encoder_params, model_config) ready for `checkpoint.save_model`.
+    """
+    encoder_params, widths = load_vgg(vgg_path)
+    config = models.model_config({**(overrides or {}), "variant": variant, "widths": widths})
+    files = [TRANSFORMER_FILE, DECODER_FILE] + ([ADAATTN_3_FILE] if variant == "adaattn" else [])
+    state_dicts = {file: read_state_dict(os.path.join(torch_dir, file)) for file in files}
+    params = network_from_state_dicts(state_dicts, config, torch_dir)
+    return params, encoder_params, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flax_style.convert", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", choices=models.VARIANTS, required=True)
+    parser.add_argument("--torch-dir", required=True, help="directory of latest_net_*.pth")
+    parser.add_argument("--vgg", required=True, help="path of vgg_normalised.pth")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument(
+        "--fusion-weights",
+        type=float,
+        nargs=3,
+        metavar=("W3", "W4", "W5"),
+        help="proposed model's fusion weights (default 0.1 0.3 0.6)",
+    )
+    args = parser.parse_args(argv)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        print(
+            f"error: {args.out}: already exists and is not empty; remove it or pick another --out",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = {"fusion_weights": args.fusion_weights} if args.fusion_weights else None
+    try:
+        params, encoder_params, config = load_official(
+            args.model, args.torch_dir, args.vgg, overrides
+        )
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = checkpoint.save_model(args.out, params, encoder_params, config)
+    count = sum(np.size(p) for p in jax.tree.leaves(params))
+    print(f"wrote {args.model} checkpoint ({count:,} trainable parameters) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

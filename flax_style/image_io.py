@@ -1,0 +1,75 @@
+"""Reading and writing images: every format and mode users bring, one clear error otherwise."""
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class ImageError(Exception):
+    """An image that cannot be read or written; the message names the file and the fix."""
+
+
+def to_rgb_float(image: Image.Image) -> np.ndarray:
+    """A PIL image (any mode) as float32 (h, w, 3) RGB in [0, 1], EXIF orientation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: keep the extra precision instead of truncating to 8 bits.
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+    if image.mode == "F":
+        gray = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as image viewers show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_image(path: str) -> np.ndarray:
+    """Reads an image file as float32 (h, w, 3) RGB in [0, 1].
+
+    Raises:
+      ImageError: missing, empty or undecodable file (one line naming it).
+    """
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: no such image file")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"{path}: empty file (0 bytes); replace or remove it")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb_float(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: cannot decode image ({error}); replace or remove it") from error
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """Writes float (h, w, 3) [0, 1] as 8-bit PNG/JPEG/WebP chosen by the extension.
+
+    Values are clipped to [0, 1] and truncated to uint8, as the official release does.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
+    if ext not in formats:
+        raise ImageError(f"{path}: unknown output format; use .png, .jpg, .webp or .bmp")
+    pixels = (np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    options = {"quality": 95} if formats[ext] in ("JPEG", "WEBP") else {}
+    Image.fromarray(pixels).save(path, formats[ext], **options)
+
+
+def list_images(directory: str) -> list[str]:
+    """All image files under `directory` (recursive), sorted for a deterministic order."""
+    found = []
+    for root, _, files in os.walk(directory, followlinks=True):
+        found.extend(
+            os.path.join(root, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    return sorted(found)
