@@ -5,20 +5,28 @@ the items that inference needs:
   params        trainable parameters of the network
   encoder       VGG encoder parameters (frozen)
   model_config  the model config (JSON), so a checkpoint is self-describing
-Training adds its own items (optimiser state, RNG, data iterator position) beside them; readers
-that only stylize restore the three above and ignore the rest.
+Training adds its own items beside them; readers that only stylize restore the three above and
+ignore the rest:
+  opt_state     {"step", "opt_state"}: the optimiser state and the step counter
+  rng           the training PRNG key (raw key data)
+  data_iter     the grain iterator position of every process (one file per process)
+  train_config  the resolved training config (JSON)
+So `load_model` and `infer.py` take a converted model, a train checkpoint root or a train work dir.
 """
 
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from flax_style import models
 
 MODEL_ITEMS = ("params", "encoder", "model_config")
+TRAIN_ITEMS = (*MODEL_ITEMS, "opt_state", "rng", "data_iter", "train_config")
 
 
 class CheckpointError(Exception):
@@ -99,3 +107,122 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
     to_device = lambda tree: jax.tree.map(jax.numpy.asarray, tree)  # noqa: E731
     config = models.model_config(restored["model_config"])
     return to_device(restored["params"]), to_device(restored["encoder"]), config
+
+
+def train_manager(
+    directory: str, save_every: int, keep: int, async_save: bool = True
+) -> ocp.CheckpointManager:
+    """The training `CheckpointManager`: every `save_every` steps and on preemption, keeps `keep`.
+
+    Args:
+      directory: checkpoint root (a train work dir's `checkpoints/`); created if missing.
+      save_every: interval of the fixed save policy, in steps.
+      keep: most recent checkpoints to keep.
+      async_save: write in a background thread (the device-to-host copy stays blocking, so the
+        donated train state may be overwritten right after `save` returns).
+    """
+    policies = ocp.checkpoint_managers
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=policies.AnySavePolicy(
+            [policies.FixedIntervalPolicy(save_every), policies.PreemptionCheckpointingPolicy()]
+        ),
+        preservation_policy=policies.LatestN(keep),
+        enable_async_checkpointing=async_save,
+    )
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=options,
+        item_names=TRAIN_ITEMS,
+        item_handlers={"data_iter": grain.checkpoint.CheckpointHandler()},
+    )
+
+
+def save_train(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    encoder_params: Any,
+    model_config: Mapping[str, Any],
+    rng: jax.Array,
+    data_iterator: Any,
+    train_config: Mapping[str, Any],
+    force: bool = False,
+) -> bool:
+    """Saves a train checkpoint at `step` if the manager's policy (or `force`) says so.
+
+    Args:
+      manager: from `train_manager`.
+      step: the number of steps done (`state.step`, passed from the host to avoid a sync).
+      state: a `flax.training.train_state.TrainState` (params, opt_state, step).
+      encoder_params: frozen VGG parameters (saved so that the checkpoint is self-contained).
+      model_config: the model config.
+      rng: the training PRNG key.
+      data_iterator: the grain iterator, positioned after the batches of `state.step` steps.
+      train_config: the resolved training config, as a JSON-friendly dict.
+      force: save regardless of the save policy (end of training, SIGTERM).
+
+    Returns:
+      Whether a save was started.
+    """
+    return manager.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            encoder=ocp.args.StandardSave(encoder_params),
+            model_config=ocp.args.JsonSave(dict(model_config)),
+            opt_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+            rng=ocp.args.StandardSave(np.asarray(jax.random.key_data(rng))),
+            data_iter=grain.checkpoint.CheckpointSave(data_iterator),
+            train_config=ocp.args.JsonSave(dict(train_config)),
+        ),
+        force=force,
+    )
+
+
+def restore_train(
+    manager: ocp.CheckpointManager,
+    state: Any,
+    rng: jax.Array,
+    data_iterator: Any,
+    step: int | None = None,
+) -> tuple[Any, jax.Array]:
+    """Restores (state, rng) and the iterator position from a train checkpoint.
+
+    Args:
+      manager: from `train_manager`.
+      state: a train state with the target shapes, dtypes and shardings.
+      rng: a PRNG key of the target key type.
+      data_iterator: the grain iterator to reposition (restored in place).
+      step: the step to restore; the latest by default.
+
+    Raises:
+      CheckpointError: the step is missing or does not fit the current model or optimiser.
+    """
+    step = manager.latest_step() if step is None else step
+    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)  # noqa: E731
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract(state.params)),
+                opt_state=ocp.args.StandardRestore(
+                    abstract({"step": state.step, "opt_state": state.opt_state})
+                ),
+                rng=ocp.args.StandardRestore(np.asarray(jax.random.key_data(rng))),
+                data_iter=grain.checkpoint.CheckpointRestore(data_iterator),
+            ),
+        )
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{manager.directory}: cannot resume from step {step} ({type(error).__name__}: "
+            f"{first_line}); the model or optimiser config differs from the checkpoint's, or "
+            "it is not a train checkpoint: use a fresh --workdir"
+        ) from None
+    state = state.replace(
+        params=restored["params"],
+        step=restored["opt_state"]["step"],
+        opt_state=restored["opt_state"]["opt_state"],
+    )
+    rng = jax.random.wrap_key_data(restored["rng"], impl=jax.random.key_impl(rng))
+    return state, rng

@@ -1,0 +1,533 @@
+"""Data-parallel training: train state, the per-device step, and the train loop.
+
+The step follows the pmap programming model: a per-device body that averages gradients with
+`lax.pmean(..., "data")`, compiled as `jax.jit(jax.shard_map(...))` over a 1-D `"data"` mesh
+of every device of every process. The train state is replicated and donated; the frozen VGG
+encoder is passed separately (never donated, never in the optimiser).
+"""
+
+import functools
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import traverse_util
+from flax.training import train_state
+from jax import lax
+
+from flax_style import checkpoint, convert, input_pipeline, losses, models
+
+P = jax.P
+VGG_HELP = (
+    "the VGG-19 encoder weights `vgg_normalised.pth` come with the official AdaAttN release "
+    "(https://github.com/Huage001/AdaAttN, models/) and with pytorch-AdaIN "
+    "(https://github.com/naoto0804/pytorch-AdaIN); pass the file with "
+    "--config.model.vgg_path=PATH/vgg_normalised.pth (a converted checkpoint dir works too), "
+    "or --config.model.random_encoder=True for a smoke run"
+)
+
+
+class TrainingError(Exception):
+    """A training run that cannot start or continue; the message says why and what to do."""
+
+
+# Errors a user can cause (paths, config values, data); train.py prints them as one line.
+USER_ERRORS = (
+    TrainingError,
+    input_pipeline.DataError,
+    checkpoint.CheckpointError,
+    convert.ConversionError,
+)
+
+
+class TrainState(train_state.TrainState):
+    """params + opt_state + step (`apply_fn` is the network's apply)."""
+
+
+def model_config_from(config: ml_collections.ConfigDict, widths) -> dict[str, Any]:
+    """The model config (stored in checkpoints) of a training config and encoder widths."""
+    try:
+        return models.model_config(
+            {
+                "variant": config.model.variant,
+                "widths": list(widths),
+                "fusion_weights": list(config.model.fusion_weights),
+                "max_sample_3": config.model.max_sample_3,
+                "max_sample_45": config.model.max_sample_45,
+                "dtype": config.model.dtype,
+            }
+        )
+    except ValueError as error:
+        raise TrainingError(f"config.model: {error}") from None
+
+
+def load_encoder(model: ml_collections.ConfigDict, seed: int) -> tuple[Any, list[int]]:
+    """Frozen VGG parameters and widths from `model.vgg_path`, or random if explicitly asked.
+
+    Raises:
+      TrainingError: no VGG weights configured (the message says where they come from).
+    """
+    path = model.vgg_path
+    if path:
+        if os.path.isdir(path):
+            _, encoder_params, model_config = checkpoint.load_model(path)
+            logging.info("VGG encoder from checkpoint %s", path)
+            return encoder_params, model_config["widths"]
+        if not os.path.exists(path):
+            raise TrainingError(f"config.model.vgg_path={path!r}: no such file; {VGG_HELP}")
+        encoder_params, widths = convert.load_vgg(path)
+        logging.info("VGG encoder from %s", path)
+        return jax.tree.map(jnp.asarray, encoder_params), widths
+    if not model.random_encoder:
+        raise TrainingError(f"no VGG encoder weights configured: {VGG_HELP}")
+    widths = [int(w) for w in model.widths]
+    logging.warning(
+        "\n%s\nRANDOM VGG ENCODER (config.model.random_encoder=True): the losses measure "
+        "random features, so the trained model is NOT a useful stylizer. Smoke/demo runs only."
+        "\n%s",
+        "!" * 78,
+        "!" * 78,
+    )
+    encoder = models.build_encoder(models.model_config({"widths": widths}))
+    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    abstract = jax.eval_shape(encoder.init, jax.random.key(0), image)["params"]
+    # He-normal kernels keep random features from vanishing through 14 convs.
+    he_std = lambda shape: np.sqrt(2.0 / np.prod(shape[:-1]))  # noqa: E731
+    return _numpy_init(abstract, seed, he_std), widths
+
+
+def _numpy_init(abstract: Any, seed: int, kernel_std: Callable[[tuple], float]) -> Any:
+    """Kernels ~ normal(0, kernel_std(shape)), biases 0, drawn with numpy from `seed`.
+
+    Numpy, not jax.random: XLA takes longer to compile the random initialisers of a few dozen
+    shapes on CPU than a tiny model takes to train, and initialisation runs once.
+    """
+    generator = np.random.default_rng(seed)
+    flat = traverse_util.flatten_dict(abstract)
+    out = {}
+    for path, value in flat.items():
+        if path[-1] == "kernel":
+            draw = generator.standard_normal(value.shape, np.float32)
+            out[path] = jnp.asarray(draw * np.float32(kernel_std(value.shape)), value.dtype)
+        else:
+            out[path] = jnp.zeros(value.shape, value.dtype)
+    return traverse_util.unflatten_dict(out)
+
+
+def learning_rate_schedule(
+    optim: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
+    """Constant, or the official: `constant_epochs` at `lr`, then x`decay_rate` every epoch."""
+    if optim.schedule == "constant":
+        return optax.constant_schedule(optim.lr)
+    if optim.schedule == "official":
+        boundaries = {
+            steps_per_epoch * (optim.constant_epochs + i): optim.decay_rate
+            for i in range(optim.decay_epochs)
+        }
+        return optax.piecewise_constant_schedule(optim.lr, boundaries)
+    raise TrainingError(
+        f"config.optim.schedule={optim.schedule!r}: choose 'official' or 'constant'"
+    )
+
+
+def create_train_state(
+    seed: int,
+    model_config: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    init_std: float = 0.02,
+) -> TrainState:
+    """A fresh train state for the network of `model_config`.
+
+    Args:
+      seed: initialisation seed.
+      model_config: the model config.
+      tx: the optimiser.
+      init_std: kernels ~ normal(0, init_std), biases 0 (the official `init_weights`); 0 uses
+        flax's default initialisers instead.
+    """
+    encoder = models.build_encoder(model_config)
+    network = models.build_network(model_config)
+    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)  # parameters are size-free
+    feats = jax.eval_shape(encoder.init_with_output, jax.random.key(0), image)[0]
+    rngs = {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
+    if init_std > 0:
+        abstract = jax.eval_shape(network.init, rngs, feats, feats)["params"]
+        params = _numpy_init(abstract, seed, lambda shape: init_std)
+    else:
+        zeros = [jnp.zeros(f.shape, f.dtype) for f in feats]
+        params = jax.jit(network.init)(rngs, zeros, zeros)["params"]
+    return TrainState.create(apply_fn=network.apply, params=params, tx=tx)
+
+
+def train_step(
+    state: TrainState,
+    encoder_params: Any,
+    batch: Mapping[str, jax.Array],
+    rng: jax.Array,
+    *,
+    encoder: Any,
+    loss_config: Mapping[str, Any],
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on this device's shard of the batch (inside `shard_map`).
+
+    Args:
+      state: the replicated train state.
+      encoder_params: frozen VGG parameters (replicated).
+      batch: {"content", "style"}: uint8 (b, h, w, 3), this device's shard.
+      rng: the run's key; folded with the step and the device index here.
+      encoder: the VGG module.
+      loss_config: {"content", "global_style", "local_style", "key_mode", "max_sample"}.
+
+    Returns:
+      (new state, {loss term: value averaged over devices}).
+    """
+    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index("data"))
+    sample_rng, loss_rng = jax.random.split(rng)
+    content = batch["content"].astype(jnp.float32) / 255.0
+    style = batch["style"].astype(jnp.float32) / 255.0
+    # Content and style go through the frozen encoder once, together (one pass, no gradient).
+    feats = encoder.apply({"params": encoder_params}, jnp.concatenate([content, style]))
+    c_feats = [f[: content.shape[0]] for f in feats]
+    s_feats = [f[content.shape[0] :] for f in feats]
+    weights = {name: loss_config[name] for name in ("content", "global_style", "local_style")}
+
+    def loss_fn(params):
+        stylized = state.apply_fn(
+            {"params": params},
+            c_feats,
+            s_feats,
+            output_size=content.shape[1:3],
+            rngs={"sample": sample_rng},
+        )
+        cs_feats = encoder.apply({"params": encoder_params}, stylized)
+        return losses.style_transfer_losses(
+            cs_feats,
+            c_feats,
+            s_feats,
+            loss_rng,
+            weights,
+            loss_config["key_mode"],
+            loss_config["max_sample"],
+        )
+
+    # Differentiate with respect to a per-device ("varying") copy of the replicated params:
+    # gradients of a replicated value would be summed over devices by shard_map's autodiff.
+    # The pmap model wants the per-device gradient, averaged explicitly.
+    params = lax.pcast(state.params, "data", to="varying")
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads = lax.pmean(grads, "data")
+    terms = lax.pmean(terms, "data")
+    return state.apply_gradients(grads=grads), terms
+
+
+def make_train_step(
+    mesh: jax.sharding.Mesh,
+    encoder: Any,
+    loss_config: Mapping[str, Any],
+    step_fn: Callable[..., Any] = train_step,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """`step_fn` compiled as `jit(shard_map(...))` over the "data" axis; the state is donated.
+
+    The returned function takes (state, encoder_params, batch, rng): state, encoder and rng
+    replicated, batch sharded over "data" along its first axis. Cached: the same arguments give
+    the same jitted function, so a resumed run in the same process does not recompile.
+    """
+    return _make_train_step(mesh, encoder, tuple(sorted(loss_config.items())), step_fn)
+
+
+@functools.lru_cache(maxsize=8)
+def _make_train_step(mesh, encoder, loss_items, step_fn):
+    body = functools.partial(step_fn, encoder=encoder, loss_config=dict(loss_items))
+    sharded = jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(P(), P(), P("data"), P()),
+        out_specs=(P(), P()),
+    )
+    return jax.jit(sharded, donate_argnums=0)
+
+
+def loss_config_from(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `loss` section as a plain dict, validated."""
+    if config.loss.key_mode not in ("shallow", "single", "pair"):
+        raise TrainingError(
+            f"config.loss.key_mode={config.loss.key_mode!r}: choose shallow, single or pair"
+        )
+    return {
+        "content": float(config.loss.content),
+        "global_style": float(config.loss.global_style),
+        "local_style": float(config.loss.local_style),
+        "key_mode": config.loss.key_mode,
+        "max_sample": int(config.loss.max_sample),
+    }
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    devices, processes = jax.device_count(), jax.process_count()
+    batch = config.global_batch_size
+    if batch <= 0 or batch % devices:
+        raise TrainingError(
+            f"config.global_batch_size={batch} must be a positive multiple of the device count "
+            f"({devices}); e.g. --config.global_batch_size={max(1, batch // devices) * devices}"
+        )
+    if batch % processes:
+        raise TrainingError(
+            f"config.global_batch_size={batch} must divide by the process count ({processes})"
+        )
+    for name in ("num_steps", "log_every", "image_every"):
+        if config[name] < 0:
+            raise TrainingError(f"config.{name}={config[name]} must be >= 0")
+    if config.checkpoint.every_steps <= 0 or config.checkpoint.keep <= 0:
+        raise TrainingError("config.checkpoint.every_steps and config.checkpoint.keep must be > 0")
+    if config.optim.lr <= 0:
+        raise TrainingError(f"config.optim.lr={config.optim.lr} must be > 0")
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps (then saves and exits)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, rely on orbax's preemption sync
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        logging.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _image_grid(
+    batch: Mapping[str, np.ndarray], stylized: np.ndarray, count: int = 4
+) -> np.ndarray:
+    """uint8 (rows * h, 3 * w, 3): one row per sample, content | style | stylized."""
+    rows = [
+        np.concatenate([batch["content"][i], batch["style"][i], stylized[i]], axis=1)
+        for i in range(min(count, stylized.shape[0]))
+    ]
+    return np.concatenate(rows, axis=0)
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes) in `workdir`: checkpoints, TensorBoard logs and the config go there.
+
+    Args:
+      config: a training config (`configs/default.py`).
+      workdir: the run directory; an existing checkpoint there is resumed automatically.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      One of `USER_ERRORS` for bad paths, config values or data (one-line messages).
+    """
+    _check_config(config)
+    workdir = os.path.abspath(workdir)
+    is_chief = jax.process_index() == 0
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    replicated = jax.NamedSharding(mesh, P())
+    batch_sharding = jax.NamedSharding(mesh, P("data"))
+    logging.info(
+        "%d process(es), %d device(s) (%d local): %s",
+        jax.process_count(),
+        jax.device_count(),
+        jax.local_device_count(),
+        jax.devices()[0].device_kind,
+    )
+
+    rng = jax.random.key(config.seed)
+    encoder_params, widths = load_encoder(config.model, config.seed + 1)
+    model_config = model_config_from(config, widths)
+    loss_config = loss_config_from(config)
+
+    local_batch = config.global_batch_size // jax.process_count()
+    dataset, info = input_pipeline.create_dataset(
+        config.data, local_batch, config.seed, jax.process_index(), jax.process_count()
+    )
+    if info.is_demo:
+        logging.warning(
+            "no dataset configured: training on the embedded DEMO images (%d content, %d style)",
+            info.num_content,
+            info.num_style,
+        )
+    logging.info("content: %s (%d images)", info.content, info.num_content)
+    logging.info("style: %s (%d images)", info.style, info.num_style)
+    steps_per_epoch = config.optim.steps_per_epoch or max(
+        1, -(-info.num_content // config.global_batch_size)
+    )
+    num_steps = config.num_steps or steps_per_epoch * (
+        config.optim.constant_epochs + config.optim.decay_epochs
+    )
+    schedule = learning_rate_schedule(config.optim, steps_per_epoch)
+    tx = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
+
+    state = create_train_state(config.seed, model_config, tx, config.model.init_std)
+    state = jax.device_put(state, replicated)
+    encoder_params = jax.device_put(encoder_params, replicated)
+    num_params = sum(np.size(p) for p in jax.tree.leaves(state.params))
+    logging.info("%s network: %s trainable parameters", model_config["variant"], f"{num_params:,}")
+
+    train_config = json.loads(config.to_json_best_effort())
+    if is_chief:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(train_config, f, indent=2)
+
+    iterator = iter(dataset)
+    manager = checkpoint.train_manager(
+        os.path.join(workdir, "checkpoints"),
+        config.checkpoint.every_steps,
+        config.checkpoint.keep,
+        config.checkpoint.async_save,
+    )
+    if manager.latest_step() is not None:
+        state, rng = checkpoint.restore_train(manager, state, rng, iterator)
+        logging.info("resumed from step %d in %s", int(state.step), manager.directory)
+    start_step = int(jax.device_get(state.step))
+
+    p_train_step = make_train_step(mesh, models.build_encoder(model_config), loss_config)
+    network = models.build_network(model_config)
+    writer = None
+    if is_chief:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def save(step: int, force: bool) -> None:
+        checkpoint.save_train(
+            manager, step, state, encoder_params, model_config, rng, iterator, train_config, force
+        )
+
+    skipped = 0
+    last_time, last_step = time.perf_counter(), start_step
+    logging.info("training steps %d..%d (%d steps/epoch)", start_step, num_steps, steps_per_epoch)
+    with _Preemption() as preemption:
+        for step in range(start_step, num_steps):
+            local = next(iterator)
+            skipped += int(local["skipped"].sum())
+            batch = {
+                name: jax.make_array_from_process_local_data(batch_sharding, local[name])
+                for name in ("content", "style")
+            }
+            state, metrics = p_train_step(state, encoder_params, batch, rng)
+            done = step + 1
+
+            if config.log_every and (done % config.log_every == 0 or done == num_steps):
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not np.isfinite(metrics["total"]):
+                    raise TrainingError(
+                        f"step {done}: loss is {metrics['total']} (not finite); lower "
+                        "--config.optim.lr or check the data; the last checkpoint is in "
+                        f"{manager.directory}"
+                    )
+                now = time.perf_counter()
+                steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
+                images_per_sec = steps_per_sec * config.global_batch_size
+                last_time, last_step = now, done
+                lr = float(schedule(done - 1))
+                logging.info(
+                    "step %d/%d | loss %.4f (content %.4f, global %.4f, local %.4f) | lr %.2e | "
+                    "%.1f img/s | ETA %s | skipped images %d",
+                    done,
+                    num_steps,
+                    metrics["total"],
+                    metrics["content"],
+                    metrics["global_style"],
+                    metrics["local_style"],
+                    lr,
+                    images_per_sec,
+                    _format_eta((num_steps - done) / max(steps_per_sec, 1e-9)),
+                    skipped,
+                )
+                if writer is not None:
+                    for name, value in metrics.items():
+                        writer.add_scalar(f"loss/{name}", value, done)
+                    writer.add_scalar("train/learning_rate", lr, done)
+                    writer.add_scalar("train/images_per_sec", images_per_sec, done)
+                    writer.add_scalar("train/skipped_images", skipped, done)
+
+            if (
+                writer is not None
+                and config.image_every
+                and (done % config.image_every == 0 or done == num_steps)
+            ):
+                writer.add_image(
+                    "content|style|stylized",
+                    _image_grid(local, _stylize(network, encoder_params, state.params, local)),
+                    done,
+                    dataformats="HWC",
+                )
+                writer.flush()
+
+            stop = preemption.requested or manager.reached_preemption(done)
+            save(done, force=stop or done == num_steps)
+            if stop:
+                logging.warning("stopped at step %d on request; resume with the same command", done)
+                break
+    manager.wait_until_finished()
+    manager.close()
+    if writer is not None:
+        writer.close()
+    if skipped:
+        logging.warning("skipped %d unreadable image reads in this run", skipped)
+    return state
+
+
+def _local(tree: Any) -> Any:
+    """A replicated global array tree as arrays on this process's first device."""
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+
+def _stylize(network, encoder_params, params, local_batch, count: int = 4) -> np.ndarray:
+    """uint8 stylized images of the first `count` pairs of a host batch (for image grids)."""
+    return np.asarray(
+        _stylize_jit(
+            network,
+            _local(encoder_params),
+            _local(params),
+            local_batch["content"][:count],
+            local_batch["style"][:count],
+        )
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _stylize_jit(network, encoder_params, params, content, style):
+    encoder = models.VGGEncoder(network.widths, dtype=network.dtype)
+    content = content.astype(jnp.float32) / 255.0
+    style = style.astype(jnp.float32) / 255.0
+    c_feats = encoder.apply({"params": encoder_params}, content)
+    s_feats = encoder.apply({"params": encoder_params}, style)
+    out = network.apply(
+        {"params": params},
+        c_feats,
+        s_feats,
+        output_size=content.shape[1:3],
+        rngs={"sample": jax.random.key(0)},
+    )
+    return (jnp.clip(out, 0.0, 1.0) * 255.0).astype(jnp.uint8)

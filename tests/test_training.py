@@ -1,0 +1,135 @@
+"""Train step and loop: data parallelism, learning, no recompiles, config errors."""
+
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+from configs import tiny
+from flax_style import input_pipeline, models, training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup(batch_size=4, seed=0, tx=None):
+    config = tiny.get_config()
+    encoder_params, widths = training.load_encoder(config.model, seed + 1)
+    model_config = training.model_config_from(config, widths)
+    state = training.create_train_state(seed, model_config, tx or optax.adam(1e-3, b1=0.5))
+    dataset, _ = input_pipeline.create_dataset(config.data, batch_size, seed)
+    return config, model_config, encoder_params, state, iter(dataset)
+
+
+def _run_step(devices, state, encoder_params, batch, model_config, loss_config, step_fn=None):
+    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
+    replicated = jax.NamedSharding(mesh, jax.P())
+    sharded = jax.NamedSharding(mesh, jax.P("data"))
+    step = training.make_train_step(
+        mesh,
+        models.build_encoder(model_config),
+        loss_config,
+        **({"step_fn": step_fn} if step_fn else {}),
+    )
+    state = jax.device_put(jax.tree.map(np.array, state), replicated)  # a fresh (donatable) copy
+    batch = {k: jax.device_put(batch[k], sharded) for k in ("content", "style")}
+    return step(state, jax.device_put(encoder_params, replicated), batch, jax.random.key(0))
+
+
+def test_two_devices_equal_one_device():
+    assert jax.device_count() == 2, "conftest.py sets two fake CPU devices"
+    # SGD with rate 1: the parameter change is exactly the averaged gradient. (Adam's first
+    # step, g / (|g| + eps), would amplify rounding in near-zero gradients.)
+    config, model_config, encoder_params, state, iterator = _setup(tx=optax.sgd(1.0))
+    batch = next(iterator)
+    loss_config = training.loss_config_from(config)
+    one, one_metrics = _run_step(
+        jax.devices()[:1], state, encoder_params, batch, model_config, loss_config
+    )
+    two, two_metrics = _run_step(
+        jax.devices(), state, encoder_params, batch, model_config, loss_config
+    )
+    chex.assert_trees_all_close(one_metrics, two_metrics, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(one.params, two.params, atol=1e-5, rtol=1e-5)
+    assert int(one.step) == int(two.step) == 1
+    # The step did change the parameters (so the comparison is not vacuous).
+    moved = jax.tree.map(
+        lambda a, b: float(np.abs(np.asarray(a) - b).max()), two.params, state.params
+    )
+    assert max(jax.tree.leaves(moved)) > 1e-4
+
+
+def test_losses_fall_without_recompiling():
+    config, model_config, encoder_params, state, iterator = _setup()
+    mesh = jax.make_mesh((2,), ("data",))
+    replicated = jax.NamedSharding(mesh, jax.P())
+    sharded = jax.NamedSharding(mesh, jax.P("data"))
+    step_fn = chex.assert_max_traces(training.train_step, n=1)
+    step = training.make_train_step(
+        mesh, models.build_encoder(model_config), training.loss_config_from(config), step_fn
+    )
+    state = jax.device_put(state, replicated)
+    encoder_params = jax.device_put(encoder_params, replicated)
+    rng = jax.random.key(0)
+    totals = []
+    for _ in range(30):
+        local = next(iterator)
+        batch = {k: jax.device_put(local[k], sharded) for k in ("content", "style")}
+        state, metrics = step(state, encoder_params, batch, rng)  # a retrace would raise
+        totals.append(float(metrics["total"]))
+    assert int(state.step) == 30 and np.all(np.isfinite(totals))
+    assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:5]), totals
+
+
+def test_official_schedule_decays_per_epoch():
+    config = tiny.get_config()
+    config.optim.schedule = "official"
+    schedule = training.learning_rate_schedule(config.optim, steps_per_epoch=10)
+    lr = config.optim.lr
+    for step, factor in [(0, 1), (19, 1), (20, 0.3), (29, 0.3), (30, 0.09), (40, 0.027)]:
+        np.testing.assert_allclose(schedule(step), lr * factor, rtol=1e-6)
+
+
+def test_batch_not_divisible_by_devices_is_a_one_line_error(tmp_path):
+    config = tiny.get_config()
+    config.global_batch_size = 3
+    with pytest.raises(training.TrainingError, match="multiple of the device count") as error:
+        training.train_and_evaluate(config, str(tmp_path))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("vgg_path", ["", "/no/such/vgg_normalised.pth"])
+def test_missing_vgg_says_where_it_comes_from(tmp_path, vgg_path):
+    config = tiny.get_config()
+    config.model.random_encoder = False
+    config.model.vgg_path = vgg_path
+    with pytest.raises(training.TrainingError) as error:
+        training.train_and_evaluate(config, str(tmp_path))
+    message = str(error.value)
+    assert "vgg_normalised.pth" in message and "--config.model.vgg_path" in message
+    assert "AdaAttN" in message and "\n" not in message
+
+
+def test_train_py_reports_user_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config=configs/tiny.py",
+            f"--workdir={tmp_path}",
+            "--config.data.content=folder:/no/such/dir",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: data.content='folder:/no/such/dir': '/no/such/dir' is not a directory" in (
+        result.stderr
+    )
