@@ -140,6 +140,18 @@ def learning_rate_schedule(
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _optimizer(
+    optim_items: tuple, steps_per_epoch: int
+) -> tuple[optax.Schedule, optax.GradientTransformation]:
+    """(schedule, Adam) of the `optim` config section; cached because the optimiser is static
+    in the train state's tree structure, so an equal config must give the same object for a
+    resumed run in the same process to reuse the compiled step."""
+    optim = ml_collections.ConfigDict(dict(optim_items))
+    schedule = learning_rate_schedule(optim, steps_per_epoch)
+    return schedule, optax.adam(schedule, b1=optim.b1, b2=optim.b2)
+
+
 def create_train_state(
     seed: int,
     model_config: Mapping[str, Any],
@@ -383,8 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     num_steps = config.num_steps or steps_per_epoch * (
         config.optim.constant_epochs + config.optim.decay_epochs
     )
-    schedule = learning_rate_schedule(config.optim, steps_per_epoch)
-    tx = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
+    schedule, tx = _optimizer(tuple(sorted(config.optim.items())), steps_per_epoch)
 
     state = create_train_state(config.seed, model_config, tx, config.model.init_std)
     state = jax.device_put(state, replicated)
