@@ -87,8 +87,11 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import jax  # after argument parsing: `--help` and flag errors stay fast
+    from absl import logging as absl_logging
 
     from flax_style import checkpoint, stylize
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are noise here
 
     errors = []
     contents = stylize.resolve_images(args.content, "content", errors)
@@ -142,10 +145,9 @@ def main(argv=None) -> int:
     except stylize.StylizeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for line in report.errors:
-        print(f"error: {line}", file=sys.stderr)
     where = args.output or os.path.abspath(args.output_dir)
-    print(f"wrote {len(report.written)} of {pairs} output(s) to {where}", file=sys.stderr)
+    failed = f"; {len(report.errors)} error(s) above" if report.errors else ""
+    print(f"wrote {len(report.written)} of {pairs} output(s) to {where}{failed}", file=sys.stderr)
     return 1 if report.errors or errors else 0
 
 

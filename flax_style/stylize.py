@@ -417,13 +417,13 @@ def resolve_images(specs: Sequence[str], what: str, errors: list[str]) -> list[s
 
 def target_shape(path: str, size: int | None) -> tuple[int, int]:
     """(h, w) an image will have after EXIF orientation and `--size`, without decoding it."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        image_io.load_image(path)  # raises its one-line message for these
     try:
         with Image.open(path) as image:
             w, h = image.size
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
                 w, h = h, w
-    except FileNotFoundError:
-        raise image_io.ImageError(f"{path}: no such image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise image_io.ImageError(
             f"{path}: cannot decode image ({error}); replace or remove it"
@@ -465,6 +465,18 @@ def save_output(path: str, image: np.ndarray) -> None:
         np.save(path, np.asarray(image, np.float32))
     else:
         image_io.save_image(path, image)
+
+
+class _LoggedList(list):
+    """A list that reports each appended line as it comes (errors show up next to progress)."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        super().__init__()
+        self._emit = emit
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        self._emit(line)
 
 
 class _FeatureCache:
@@ -525,13 +537,13 @@ def stylize_files(
       seed: style-position subset seed; alpha, preserve_color: see `Stylizer.stylize_mix`.
       batch_size: most contents per batch; batch_pixels: most pixels per batch.
       cache_bytes: memory budget of the encoded-style cache.
-      log: progress callback (one line per output), e.g. `print`.
+      log: progress callback (one line per output, and `error: ...` lines as they happen).
 
     Returns:
       A `FileReport` with the written paths and one-line error messages.
     """
-    report = FileReport()
     log = log or (lambda line: None)
+    report = FileReport(errors=_LoggedList(lambda line: log(f"error: {line}")))
     style_size = size if style_size is None else style_size
     jobs = [tuple(styles)] if mix else [(s,) for s in styles]
     total = len(contents) * len(jobs)

@@ -1,0 +1,160 @@
+"""`infer.py`: files, folders and outputs, the controls as flags, and one-line user errors.
+
+A tiny random model saved as a real checkpoint; all images share two shapes so that the few
+compilations are reused (the numbers of the controls are in test_stylize.py, the converted
+official weights in test_convert.py).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import infer
+from flax_style import checkpoint, image_io, stylize
+from tests.test_stylize import CONFIG, HW, make_stylizer, random_image
+
+STYLE_HW = (29, 40)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    stylizer = make_stylizer()
+    root = str(tmp_path_factory.mktemp("ckpt"))
+    checkpoint.save_model(root, stylizer.params, stylizer.encoder_params, CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """contents/: c0, c1 (37x45) and two broken files; styles/: s0, s1 (29x40)."""
+    root = tmp_path_factory.mktemp("images")
+    os.makedirs(root / "contents" / "sub")
+    os.makedirs(root / "styles")
+    image_io.save_image(str(root / "contents" / "c0.png"), random_image(0))
+    image_io.save_image(str(root / "contents" / "sub" / "c1.jpg"), random_image(1))
+    (root / "contents" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "contents" / "empty.webp").write_bytes(b"")
+    for i in range(2):
+        image_io.save_image(str(root / "styles" / f"s{i}.png"), random_image(10 + i, STYLE_HW))
+    return root
+
+
+def run(ckpt, *args) -> int:
+    return infer.main(["--checkpoint", str(ckpt), *map(str, args)])
+
+
+def test_one_pair_png_and_npy(ckpt, folders, tmp_path):
+    """Content size kept (37x45, not a multiple of 16); .npy is the float result before
+    clipping, the PNG its clipped, x255-truncated uint8 image."""
+    pair = ["--content", folders / "contents" / "c0.png", "--style", folders / "styles" / "s0.png"]
+    assert run(ckpt, *pair, "--output", tmp_path / "out.npy", "--batch-size", 1) == 0
+    assert run(ckpt, *pair, "--output", tmp_path / "out.png") == 0
+    result = np.load(tmp_path / "out.npy")
+    assert result.shape == (*HW, 3) and result.dtype == np.float32
+    pixels = np.asarray(Image.open(tmp_path / "out.png"))
+    np.testing.assert_array_equal(pixels, (np.clip(result, 0, 1) * 255).astype(np.uint8))
+    # The same as the library call on the same pixels.
+    stylizer = stylize.load_stylizer(ckpt)
+    content = image_io.load_image(str(folders / "contents" / "c0.png"))
+    style = image_io.load_image(str(folders / "styles" / "s0.png"))
+    feats = stylizer.encode(content)
+    expected = stylizer.render(content[None], feats, [stylizer.encode(style)])[0]
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-6)
+
+
+def test_folder_x_folder_skips_bad_images(ckpt, folders, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--content", folders / "contents", "--style", str(folders / "styles" / "*.png")]
+    assert run(ckpt, *args, "--output-dir", out, "--batch-size", 1) == 1
+    written = sorted(os.listdir(out))
+    assert written == [f"c{c}_stylized_s{s}.png" for c in range(2) for s in range(2)]
+    for name in written:
+        assert Image.open(out / name).size == (HW[1], HW[0])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, err
+    assert any("broken.png" in line and "cannot decode" in line for line in errors)
+    assert any("empty.webp" in line and "empty file" in line for line in errors)
+    assert "[8/8]" in err  # progress over the 4 x 2 pairs (broken ones count as done)
+    assert "Traceback" not in err
+
+
+def test_style_weights_flag(ckpt, folders, tmp_path):
+    c0, s0 = folders / "contents" / "c0.png", folders / "styles" / "s0.png"
+    styles = folders / "styles"
+    assert run(ckpt, "--content", c0, "--style", s0, "--output", tmp_path / "single.npy") == 0
+    mixed = tmp_path / "mixed.npy"
+    assert (
+        run(ckpt, "--content", c0, "--style", styles, "--style-weights", "1,0", "--output", mixed)
+        == 0
+    )
+    np.testing.assert_allclose(np.load(mixed), np.load(tmp_path / "single.npy"), atol=1e-5)
+
+
+def test_mask_alpha_preserve_color_flags(ckpt, folders, tmp_path):
+    mask = np.zeros((*HW, 3), np.float32)
+    mask[:, : HW[1] // 2] = 1.0
+    image_io.save_image(str(tmp_path / "mask.png"), mask)
+    c0 = folders / "contents" / "c0.png"
+    flags = ["--mask", tmp_path / "mask.png", "--alpha", 0.7, "--preserve-color", "--ext", "npy"]
+    args = ["--content", c0, "--style", folders / "styles", "--output-dir", tmp_path, *flags]
+    assert run(ckpt, *args) == 0
+    out = np.load(tmp_path / "c0_stylized_s0+s1.npy")
+    content = image_io.load_image(str(c0))
+    luma = lambda x: x @ np.asarray(stylize.LUMA, np.float32)  # noqa: E731
+    np.testing.assert_allclose(
+        out - luma(out)[..., None], content - luma(content)[..., None], atol=1e-5
+    )
+
+
+def test_resize_and_exif_orientation(tmp_path):
+    """--size: shorter side; EXIF orientation 6 (rotated) swaps height and width."""
+    image = Image.fromarray((random_image(0, (30, 50)) * 255).astype(np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = str(tmp_path / "rotated.jpg")
+    image.save(path, exif=exif)
+    assert stylize.target_shape(path, None) == (50, 30) == image_io.load_image(path).shape[:2]
+    assert stylize.target_shape(path, 20) == (33, 20) == stylize.load_resized(path, 20).shape[:2]
+
+
+def test_bad_checkpoint_is_one_line(folders, tmp_path, capsys):
+    pair = ["--content", folders / "contents" / "c0.png", "--style", folders / "styles" / "s0.png"]
+    garbage = tmp_path / "garbage"
+    os.makedirs(garbage / "0")
+    (garbage / "0" / "params").write_text("not a checkpoint")
+    for bad in (tmp_path / "missing", garbage):
+        assert run(bad, *pair, "--output", tmp_path / "o.png") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(bad) in err, err
+        assert "python -m flax_style.convert" in err and "python train.py" in err
+
+
+def test_script_user_errors_without_traceback(folders, tmp_path):
+    """The real script, as users run it: a missing checkpoint and a missing input."""
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "infer.py")
+    base = [sys.executable, script, "--output", str(tmp_path / "o.png")]
+    style = ["--style", str(folders / "styles" / "s0.png")]
+    result = subprocess.run(
+        [*base, "--checkpoint", str(tmp_path / "nope"), "--content", "missing.jpg", *style],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: missing.jpg: no such content file or folder"
+
+
+def test_flag_errors(ckpt, folders, tmp_path, capsys):
+    pair = ["--content", folders / "contents", "--style", folders / "styles" / "s0.png"]
+    with pytest.raises(SystemExit) as exit_info:
+        run(ckpt, *pair, "--output", tmp_path / "o.png", "--alpha", 2)
+    assert (
+        exit_info.value.code == 2 and "--alpha 2.0: must lie in [0, 1]" in capsys.readouterr().err
+    )
+    assert run(ckpt, *pair, "--output", tmp_path / "o.png") == 1
+    assert "use --output-dir" in capsys.readouterr().err
