@@ -1,0 +1,227 @@
+"""Inference benchmark: stylization seconds and peak resident memory, ours against PyTorch.
+
+    python -m flax_style.bench_infer                      # 256/512/1024 s; RSS at 1024/2048
+    python -m flax_style.bench_infer --sizes 64 128 --memory-sizes 128 --repeats 1   # quick
+
+Run from the repository root: the PyTorch side is the independent reference
+`tests/torch_reference.py` (written from SPEC.md; the official algorithm, attention in one
+pass). Both sides use random weights at full widths, square content and style images of the
+same size (which is what makes the one-pass attention quadratic), float32, all CPU cores.
+Each (implementation, size) runs in its own subprocess, so peak RSS figures do not mix; the
+PyTorch worker runs under an address-space limit (`--torch-memory-limit-gib`) so that running
+out of memory fails cleanly instead of invoking the kernel's OOM killer on a shared machine.
+
+Seconds are the median of `--repeats` calls after one warm-up call (ours: the warm-up compiles;
+its time is shown as "first"). Peak RSS is the whole process (Python, libraries, weights,
+compilation included); "base" is the RSS after loading the model, before the first call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+_MIB = 1024  # ru_maxrss is in KiB on Linux
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _MIB
+
+
+def _images(size: int):
+    import numpy as np
+
+    rng = np.random.default_rng(size)
+    out = []
+    for _ in range(2):
+        low = rng.random((8, 8, 3))
+        reps = -(-size // 8)
+        image = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
+        image = image + 0.05 * rng.standard_normal(image.shape)
+        out.append(np.clip(image, 0, 1).astype(np.float32))
+    return out
+
+
+def _time_calls(call, repeats: int) -> dict:
+    tic = time.perf_counter()
+    call()
+    first = time.perf_counter() - tic
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - tic)
+    return {"first_s": first, "seconds": statistics.median(times) if times else None}
+
+
+def _worker_ours(variant: str, size: int, repeats: int, query_chunk: int) -> dict:
+    import flax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from flax_style import models, stylize
+
+    config = models.model_config({"variant": variant})
+    encoder, network = models.build_encoder(config), models.build_network(config)
+    probe = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    encoder_shapes = jax.eval_shape(encoder.init, jax.random.key(0), probe)
+    feats = jax.eval_shape(encoder.apply, encoder_shapes, probe)
+    shapes = jax.eval_shape(network.init, jax.random.key(0), feats, feats)
+    rng = np.random.default_rng(0)
+
+    def draw(tree):
+        flat = flax.traverse_util.flatten_dict(tree)
+        values = {
+            path: jnp.asarray(
+                rng.standard_normal(leaf.shape) * (2.0 / max(1, np.prod(leaf.shape[:-1]))) ** 0.5,
+                jnp.float32,
+            )
+            for path, leaf in flat.items()
+        }
+        return flax.traverse_util.unflatten_dict(values)
+
+    stylizer = stylize.Stylizer(draw(shapes), draw(encoder_shapes), config, query_chunk or None)
+    content, style = _images(size)
+    base = _rss_mib()
+    result = _time_calls(lambda: stylizer.stylize(content, style), repeats)
+    return {**result, "base_mib": base, "peak_mib": _rss_mib(), "device": str(jax.devices()[0])}
+
+
+def _worker_torch(variant: str, size: int, repeats: int) -> dict:
+    import torch
+
+    from tests import torch_reference as ref
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    vgg = ref.init_vgg_(ref.make_vgg(ref.VGG_WIDTHS)).eval()
+    model = ref.init_model_(ref.make_model(variant, ref.VGG_WIDTHS)).eval()
+    content, style = (torch.from_numpy(x.transpose(2, 0, 1)[None].copy()) for x in _images(size))
+    base = _rss_mib()
+
+    def call():
+        with torch.no_grad():
+            ref.stylize(vgg, model, content, style)
+
+    try:
+        result = _time_calls(call, repeats)
+    except (RuntimeError, MemoryError) as error:  # the address-space limit was hit
+        message = str(error).splitlines()[0][:120]
+        return {"error": f"out of memory ({message})", "base_mib": base, "peak_mib": _rss_mib()}
+    return {**result, "base_mib": base, "peak_mib": _rss_mib(), "device": "cpu (torch)"}
+
+
+def _run_worker(impl: str, args, size: int, repeats: int) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "flax_style.bench_infer",
+        "--worker",
+        impl,
+        "--variant",
+        args.variant,
+        "--size",
+        str(size),
+        "--repeats",
+        str(repeats),
+        "--query-chunk",
+        str(args.query_chunk),
+    ]
+    limit = int(args.torch_memory_limit_gib * 2**30)
+
+    def preexec():
+        if impl == "torch":
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    env.pop("XLA_FLAGS", None)  # no fake devices from a test environment
+    proc = subprocess.run(
+        command, capture_output=True, text=True, preexec_fn=preexec, env=env, check=False
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        killed = " (killed: out of memory?)" if proc.returncode < 0 else ""
+        return {"error": f"worker exit {proc.returncode}{killed}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def _fmt_s(result: dict) -> str:
+    if "error" in result:
+        return "failed"
+    if result.get("seconds") is None:
+        return f"{result['first_s']:.2f} (first)"
+    return f"{result['seconds']:.2f} (first {result['first_s']:.1f})"
+
+
+def _fmt_mib(result: dict) -> str:
+    if "peak_mib" not in result:
+        return "failed"
+    peak = f"{result['peak_mib'] / 1024:.2f} GiB (base {result['base_mib'] / 1024:.2f})"
+    return peak + (" OOM" if "error" in result else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flax_style.bench_infer", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--variant", default="proposed", choices=("proposed", "adaattn"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1024, 2048])
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls after a warm-up")
+    parser.add_argument(
+        "--query-chunk", type=int, default=None, help="ours: attention chunk (0: one pass)"
+    )
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--torch-memory-limit-gib", type=float, default=20.0)
+    parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.query_chunk is None:
+        from flax_style.stylize import DEFAULT_QUERY_CHUNK
+
+        args.query_chunk = DEFAULT_QUERY_CHUNK
+
+    if args.worker == "ours":
+        print(json.dumps(_worker_ours(args.variant, args.size, args.repeats, args.query_chunk)))
+        return 0
+    if args.worker == "torch":
+        print(json.dumps(_worker_torch(args.variant, args.size, args.repeats)))
+        return 0
+
+    impls = ["ours"]
+    if not args.no_torch:
+        if os.path.isfile(os.path.join("tests", "torch_reference.py")):
+            impls.append("torch")
+        else:
+            print("tests/torch_reference.py not found (run from the repository root); ours only")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(
+        f"variant {args.variant}, float32, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, "
+        f"{platform.processor() or platform.machine()}; ours: query chunk {args.query_chunk}; "
+        f"torch: address-space limit {args.torch_memory_limit_gib:g} GiB"
+    )
+    header = f"{'size':>6} | {'impl':5} | {'seconds (median; first call)':30} | peak RSS"
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for size in sorted(set(args.sizes) | set(args.memory_sizes)):
+        repeats = args.repeats if size in args.sizes else 0
+        for impl in impls:
+            result = _run_worker(impl, args, size, repeats)
+            seconds = result["error"][:60] if "error" in result else _fmt_s(result)
+            if impl == "ours" and "error" in result:
+                ok = False
+            print(f"{size:>6} | {impl:5} | {seconds:30} | {_fmt_mib(result)}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
