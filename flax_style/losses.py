@@ -15,8 +15,9 @@ LOSS_LAYERS = (2, 3, 4, 5)
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Mean squared error over all elements, in float32."""
-    return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+    """Mean squared error over all elements, in at least float32."""
+    dtype = ops.stat_dtype(jnp.result_type(a, b))
+    return jnp.mean(jnp.square(a.astype(dtype) - b.astype(dtype)))
 
 
 def content_loss(stylized: Features, content: Features) -> jax.Array:

@@ -1,7 +1,8 @@
 """Numeric primitives shared by the models and the losses (SPEC sections 2-4).
 
-Everything here is NHWC and pure. Statistics are computed in float32 whatever the input dtype,
-so mixed precision never touches a mean, a variance or a softmax.
+Everything here is NHWC and pure. Statistics are computed in at least float32 whatever the input
+dtype, so mixed precision never touches a mean, a variance or a softmax (and float64 inputs stay
+float64, for exact-arithmetic parity checks).
 """
 
 from collections.abc import Sequence
@@ -13,6 +14,11 @@ import numpy as np
 EPS = 1e-5
 
 
+def stat_dtype(dtype) -> jnp.dtype:
+    """The dtype statistics are computed in: float32, or float64 for float64 inputs."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def calc_mean_std(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:
     """Per-sample, per-channel mean and std over H*W (unbiased variance, as the official code).
 
@@ -21,18 +27,18 @@ def calc_mean_std(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]
       eps: added to the variance before the square root.
 
     Returns:
-      mean and std, each (b, 1, 1, c) float32.
+      mean and std, each (b, 1, 1, c) in `stat_dtype(x.dtype)`.
     """
-    x = x.astype(jnp.float32)
+    x = x.astype(stat_dtype(x.dtype))
     mean = jnp.mean(x, axis=(1, 2), keepdims=True)
     var = jnp.var(x, axis=(1, 2), keepdims=True, ddof=1)
     return mean, jnp.sqrt(var + eps)
 
 
 def mvn(x: jax.Array, eps: float = EPS) -> jax.Array:
-    """Mean-variance normalisation per sample and channel (float32)."""
+    """Mean-variance normalisation per sample and channel (in `stat_dtype`)."""
     mean, std = calc_mean_std(x, eps)
-    return (x.astype(jnp.float32) - mean) / std
+    return (x.astype(mean.dtype) - mean) / std
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
@@ -77,7 +83,7 @@ def attention_key(feats: Sequence[jax.Array], layer: int, mode: str) -> jax.Arra
       mode: "shallow" (all shallower layers, official AdaAttN), "single" or "pair".
 
     Returns:
-      (b, h_layer, w_layer, key_channels) float32 key.
+      (b, h_layer, w_layer, key_channels) key in `stat_dtype`.
     """
     target = feats[layer - 1]
     if mode == "single":
@@ -110,7 +116,7 @@ def attention_mean_std(
     key: jax.Array,
     value: jax.Array,
     query_chunk: int | None = None,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: jnp.dtype | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Attention-weighted mean and std of `value` (SPEC 4 steps 3-4).
 
@@ -124,24 +130,22 @@ def attention_mean_std(
       key: (b, n_k, K).
       value: (b, n_k, C).
       query_chunk: queries per chunk, or None for a single pass.
-      dtype: matmul input dtype (bfloat16 for mixed precision); accumulation, softmax and the
-        moments stay float32.
+      dtype: matmul input dtype (bfloat16 for mixed precision), by default the query's;
+        accumulation, softmax and the moments stay in `stat_dtype(dtype)`.
 
     Returns:
-      mean and std, each (b, n_q, C) float32.
+      mean and std, each (b, n_q, C) in `stat_dtype(dtype)`.
     """
-    value = value.astype(jnp.float32)
+    dtype = query.dtype if dtype is None else dtype
+    accumulate = stat_dtype(dtype)
+    value = value.astype(accumulate)
     moments_value = jnp.concatenate([value, value * value], axis=-1).astype(dtype)
     key = key.astype(dtype)
 
     def attend(q: jax.Array) -> jax.Array:
-        logits = jnp.einsum(
-            "bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=jnp.float32
-        )
+        logits = jnp.einsum("bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=accumulate)
         weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-        return jnp.einsum(
-            "bqn,bnc->bqc", weights, moments_value, preferred_element_type=jnp.float32
-        )
+        return jnp.einsum("bqn,bnc->bqc", weights, moments_value, preferred_element_type=accumulate)
 
     b, n_q, k = query.shape
     if query_chunk is None or n_q <= query_chunk:

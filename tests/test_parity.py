@@ -44,6 +44,8 @@ GRAD_RTOL, GRAD_MAX_RTOL = 2e-2, 5e-2
 # value_and_grad program XLA evaluates it ~6e-5 (relative) away from PyTorch, against ~2e-6 for
 # the same forward jitted alone (checked to RTOL in `test_network_forward`).
 LOSS_IN_GRAD_RTOL = 3e-4
+# Both sides in float64 (`test_total_loss_gradient_float64`): no kink noise, the equations alone.
+FLOAT64_RTOL = 1e-6
 SIZES = [(64, 64), (72, 56), (50, 38)]
 GRAD_SIZES = [(64, 64), (72, 56)]
 VARIANTS = ["adaattn", "proposed"]
@@ -530,3 +532,54 @@ def test_total_loss_gradient(world, images, variant, size, tmp_path):
     print(f"\n{variant} {size}: all-parameter gradient error vs float64 torch: "
           f"jax {jax_vs_exact:.2e}, float32 torch {torch_vs_exact:.2e}")  # fmt: skip
     assert jax_vs_exact <= GRAD_RTOL
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_total_loss_gradient_float64(world, images, variant, tmp_path):
+    """The issue's 1e-4 on every trainable parameter's gradient of the total loss, with the
+    float32 kink noise (see GRAD_RTOL) taken out: both sides in float64, same weights (the
+    converted float32 values, widened), same images, on the non-multiple-of-16 size. What is
+    left is the difference of the two implementations' equations: held to FLOAT64_RTOL, 100x
+    inside the issue's 1e-4 (measured ~3e-8; the float32 rounding of the converted oracle)."""
+    size = (72, 56)
+    c, s = (x[:1].double() for x in images[size])
+    model64 = copy.deepcopy(world[variant]["model"]).double()
+    vgg64 = copy.deepcopy(world["vgg"]).double()
+    _, t_terms, t_grads = torch_grads(vgg64, model64, variant, (c, s), size, torch.float64)
+    expected = as_flax_tree(t_grads, variant, tmp_path / "fp64", world["vgg_path"])
+
+    with jax.enable_x64(True):
+        config = {**world[variant]["config"], "dtype": "float64"}
+        encoder, net = models.build_encoder(config), models.build_network(config)
+        widen = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)  # noqa: E731
+        enc_vars = {"params": widen(world["encoder_params"])}
+
+        def loss_fn(params, c_img, s_img):
+            c_feats, s_feats = encoder.apply(enc_vars, c_img), encoder.apply(enc_vars, s_img)
+            image = net.apply({"params": params}, c_feats, s_feats, output_size=size)
+            total, terms = losses.style_transfer_losses(
+                encoder.apply(enc_vars, image), c_feats, s_feats, jax.random.key(0), GRAD_WEIGHTS
+            )
+            return total, terms
+
+        grad_fn = jax.jit(jax.grad(loss_fn, has_aux=True))
+        grads, terms = grad_fn(widen(world[variant]["params"]), nhwc(c), nhwc(s))
+        assert jax.tree.leaves(grads)[0].dtype == jnp.float64
+        actual = flatten(grads)
+        terms = {k: float(v) for k, v in terms.items()}
+
+    for name in ("content", "global_style", "local_style", "total"):
+        assert_close(
+            terms[name], t_terms[name].numpy(), f"{name} loss", "losses (float64)",
+            FLOAT64_RTOL, FLOAT64_RTOL,
+        )  # fmt: skip
+    assert sum(int(np.size(v)) for v in actual.values()) == TRAINABLE[variant]
+    for name, want in expected.items():
+        if "['g']['bias']" in name:  # zero in exact arithmetic (see test_total_loss_gradient)
+            scale = float(np.linalg.norm(expected[name.replace("['bias']", "['kernel']")]))
+            assert float(np.linalg.norm(actual[name])) < 1e-6 * scale, name
+            continue
+        assert float(np.linalg.norm(want)) > 0, f"{name}: zero torch gradient"
+        assert_close(
+            actual[name], want, f"grad {name}", "gradients (float64)", FLOAT64_RTOL, FLOAT64_RTOL
+        )

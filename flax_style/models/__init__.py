@@ -5,7 +5,8 @@ A model config is a plain mapping (it is stored as JSON inside every checkpoint)
   widths: encoder widths relu1_1..relu5_1; `VGG_WIDTHS` is the real network.
   fusion_weights: (w3, w4, w5) of the proposed model's fusion.
   max_sample_3, max_sample_45: style positions kept by the relu3_1 / relu4_1-5_1 blocks.
-  dtype: "float32" or "bfloat16" (compute dtype; parameters and statistics stay float32).
+  dtype: "float32" or "bfloat16" (compute dtype; parameters and statistics stay float32);
+    "float64" for exact-arithmetic parity checks (needs `jax.enable_x64`).
 """
 
 from collections.abc import Mapping
@@ -59,7 +60,7 @@ def model_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config.update(overrides or {})
     if config["variant"] not in VARIANTS:
         raise ValueError(f"model variant {config['variant']!r}: choose one of {VARIANTS}")
-    if config["dtype"] not in ("float32", "bfloat16"):
+    if config["dtype"] not in ("float32", "bfloat16", "float64"):
         raise ValueError(f"model dtype {config['dtype']!r}: choose float32 or bfloat16")
     config["widths"] = [int(w) for w in config["widths"]]
     config["fusion_weights"] = [float(w) for w in config["fusion_weights"]]

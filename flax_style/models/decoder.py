@@ -55,7 +55,8 @@ class Decoder(nn.Module):
         x = self._conv(x, w2, "layer_2_14")
         x = ops.upsample2(self._conv(x, w1, "layer_2_17"))
         x = self._conv(x, w1, "layer_2_21")
-        x = self._conv(x, 3, "layer_2_24", relu=False).astype(jnp.float32)
+        x = self._conv(x, 3, "layer_2_24", relu=False)
+        x = x.astype(ops.stat_dtype(x.dtype))  # the image leaves in float32 even under bf16
         if output_size is not None:
             x = ops.resize_nearest(x, output_size)
         return x
