@@ -32,6 +32,15 @@ _MIB = 1024  # ru_maxrss is in KiB on Linux
 
 
 def _rss_mib() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, not inherited from a
+    large parent through fork/exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / _MIB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _MIB
 
 
@@ -61,7 +70,16 @@ def _time_calls(call, repeats: int) -> dict:
     return {"first_s": first, "seconds": statistics.median(times) if times else None}
 
 
-def _worker_ours(variant: str, size: int, repeats: int, query_chunk: int) -> dict:
+def _gpu_peak_gib_jax() -> float | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
+    return stats["peak_bytes_in_use"] / 2**30 if stats else None
+
+
+def _worker_ours(
+    variant: str, size: int, repeats: int, query_chunk: int, dtype: str = "float32"
+) -> dict:
     import flax
     import jax
     import jax.numpy as jnp
@@ -69,7 +87,7 @@ def _worker_ours(variant: str, size: int, repeats: int, query_chunk: int) -> dic
 
     from flax_style import models, stylize
 
-    config = models.model_config({"variant": variant})
+    config = models.model_config({"variant": variant, "dtype": dtype})
     encoder, network = models.build_encoder(config), models.build_network(config)
     probe = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     encoder_shapes = jax.eval_shape(encoder.init, jax.random.key(0), probe)
@@ -92,7 +110,38 @@ def _worker_ours(variant: str, size: int, repeats: int, query_chunk: int) -> dic
     content, style = _images(size)
     base = _rss_mib()
     result = _time_calls(lambda: stylizer.stylize(content, style), repeats)
-    return {**result, "base_mib": base, "peak_mib": _rss_mib(), "device": str(jax.devices()[0])}
+    flops = _stylize_flops(stylizer, content, style)
+    return {
+        **result,
+        "base_mib": base,
+        "peak_mib": _rss_mib(),
+        "gpu_peak_gib": _gpu_peak_gib_jax(),
+        "flops": flops,
+        "device": str(jax.devices()[0].device_kind),
+    }
+
+
+def _stylize_flops(stylizer, content, style) -> float:
+    """FLOPs of one stylization by XLA's cost model (what TFLOP/s figures divide)."""
+    import jax
+    import numpy as np
+
+    lowered = stylizer._program.fused.lower(  # the call `Stylizer.stylize` makes
+        stylizer.params,
+        stylizer.encoder_params,
+        np.asarray(content, np.float32)[None],
+        [np.asarray(style, np.float32)[None]],
+        np.ones((1,), np.float32),
+        None,
+        np.float32(1.0),
+        jax.random.key(0),
+        np.bool_(False),
+        output_size=tuple(content.shape[:2]),
+        with_content=False,
+    )
+    cost = lowered.compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float((cost or {}).get("flops", 0.0))
 
 
 def _worker_torch(variant: str, size: int, repeats: int) -> dict:
@@ -101,24 +150,37 @@ def _worker_torch(variant: str, size: int, repeats: int) -> dict:
     from tests import torch_reference as ref
 
     torch.set_num_threads(os.cpu_count() or 1)
-    vgg = ref.init_vgg_(ref.make_vgg(ref.VGG_WIDTHS)).eval()
-    model = ref.init_model_(ref.make_model(variant, ref.VGG_WIDTHS)).eval()
-    content, style = (torch.from_numpy(x.transpose(2, 0, 1)[None].copy()) for x in _images(size))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vgg = ref.init_vgg_(ref.make_vgg(ref.VGG_WIDTHS)).eval().to(device)
+    model = ref.init_model_(ref.make_model(variant, ref.VGG_WIDTHS)).eval().to(device)
+    content, style = (
+        torch.from_numpy(x.transpose(2, 0, 1)[None].copy()).to(device) for x in _images(size)
+    )
     base = _rss_mib()
 
     def call():
         with torch.no_grad():
             ref.stylize(vgg, model, content, style)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     try:
         result = _time_calls(call, repeats)
     except (RuntimeError, MemoryError) as error:  # the address-space limit was hit
         message = str(error).splitlines()[0][:120]
         return {"error": f"out of memory ({message})", "base_mib": base, "peak_mib": _rss_mib()}
-    return {**result, "base_mib": base, "peak_mib": _rss_mib(), "device": "cpu (torch)"}
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {
+        **result,
+        "base_mib": base,
+        "peak_mib": _rss_mib(),
+        "gpu_peak_gib": gpu,
+        "device": f"{device} (torch)",
+    }
 
 
 def _run_worker(impl: str, args, size: int, repeats: int) -> dict:
+    """Runs one (implementation, size) measurement in a fresh subprocess; its result dict."""
     command = [
         sys.executable,
         "-m",
@@ -133,18 +195,14 @@ def _run_worker(impl: str, args, size: int, repeats: int) -> dict:
         str(repeats),
         "--query-chunk",
         str(args.query_chunk),
+        "--dtype",
+        getattr(args, "dtype", "float32"),
     ]
-    limit = int(args.torch_memory_limit_gib * 2**30)
-
-    def preexec():
-        if impl == "torch":
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    if impl == "torch":
+        command += ["--torch-memory-limit-gib", str(args.torch_memory_limit_gib)]
+    env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # no fake devices from a test environment
-    proc = subprocess.run(
-        command, capture_output=True, text=True, preexec_fn=preexec, env=env, check=False
-    )
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
@@ -181,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--torch-memory-limit-gib", type=float, default=20.0)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         args.query_chunk = DEFAULT_QUERY_CHUNK
 
     if args.worker == "ours":
-        print(json.dumps(_worker_ours(args.variant, args.size, args.repeats, args.query_chunk)))
+        result = _worker_ours(args.variant, args.size, args.repeats, args.query_chunk, args.dtype)
+        print(json.dumps(result))
         return 0
     if args.worker == "torch":
+        # An address-space cap on a CUDA process would break the driver's mappings.
+        if not os.path.exists("/dev/nvidia0"):
+            limit = int(args.torch_memory_limit_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         print(json.dumps(_worker_torch(args.variant, args.size, args.repeats)))
         return 0
 

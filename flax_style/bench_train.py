@@ -16,8 +16,11 @@ import numpy as np
 import optax
 
 
-def bench_jax(variant: str, widths, size: int, batch: int, steps: int, warmup: int) -> float:
-    """Images/s of `training.train_step` compiled over all local devices."""
+def bench_jax(
+    variant: str, widths, size: int, batch: int, steps: int, warmup: int, dtype: str = "float32"
+) -> tuple[float, float]:
+    """(images/s, FLOPs per step from XLA's cost model) of `training.train_step` compiled over
+    all local devices, in compute `dtype`."""
     import ml_collections
 
     from flax_style import models, training
@@ -29,7 +32,7 @@ def bench_jax(variant: str, widths, size: int, batch: int, steps: int, warmup: i
             "fusion_weights": (0.1, 0.3, 0.6),
             "max_sample_3": 64 * 64,
             "max_sample_45": 256 * 256,
-            "dtype": "float32",
+            "dtype": dtype,
             "vgg_path": "",
             "random_encoder": True,
         }
@@ -57,6 +60,9 @@ def bench_jax(variant: str, widths, size: int, batch: int, steps: int, warmup: i
     state = jax.device_put(state, replicated)
     encoder_params = jax.device_put(encoder_params, replicated)
     key = jax.random.key(0)
+    cost = step.lower(state, encoder_params, batch, key).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float((cost or {}).get("flops", 0.0)) * jax.device_count()  # per-device program
     for _ in range(warmup):
         state, metrics = step(state, encoder_params, batch, key)
     jax.block_until_ready(metrics)
@@ -64,7 +70,7 @@ def bench_jax(variant: str, widths, size: int, batch: int, steps: int, warmup: i
     for _ in range(steps):
         state, metrics = step(state, encoder_params, batch, key)
     jax.block_until_ready((state, metrics))
-    return steps * batch["content"].shape[0] / (time.perf_counter() - start)
+    return steps * batch["content"].shape[0] / (time.perf_counter() - start), flops
 
 
 def bench_torch(variant: str, widths, size: int, batch: int, steps: int, warmup: int) -> float:
@@ -74,13 +80,15 @@ def bench_torch(variant: str, widths, size: int, batch: int, steps: int, warmup:
     from tests import torch_reference as ref
 
     torch.manual_seed(0)
-    vgg = ref.make_vgg(widths).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vgg = ref.make_vgg(widths).eval().to(device)
     for p in vgg.parameters():
         p.requires_grad_(False)
-    model = ref.make_model(variant, widths)
+    model = ref.make_model(variant, widths).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    content = torch.rand(batch, 3, size, size)
-    style = torch.rand(batch, 3, size, size)
+    content = torch.rand(batch, 3, size, size, device=device)
+    style = torch.rand(batch, 3, size, size, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def one_step():
         with torch.no_grad():
@@ -94,9 +102,11 @@ def bench_torch(variant: str, widths, size: int, batch: int, steps: int, warmup:
 
     for _ in range(warmup):
         one_step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         one_step()
+    sync()
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -117,7 +127,7 @@ def main(argv=None) -> None:
     )
     print(f"train step: {setting}")
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
-    ours = bench_jax(args.variant, widths, args.size, args.batch, args.steps, args.warmup)
+    ours, _ = bench_jax(args.variant, widths, args.size, args.batch, args.steps, args.warmup)
     print(f"flax-style (jit(shard_map)) : {ours:8.2f} images/s")
     if not args.skip_torch:
         import torch

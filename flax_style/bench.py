@@ -1,0 +1,124 @@
+"""The one benchmark: training throughput and stylization time/memory, ours against PyTorch.
+
+    python -m flax_style.bench                       # the full run (train 256 x 8; 512/1024/2048)
+    python -m flax_style.bench --dtype bfloat16      # ours in bf16 (PyTorch stays float32)
+    python -m flax_style.bench --train-size 64 --sizes 64 128 --no-train-torch   # quick
+
+Run from the repository root: the PyTorch side is the independent reference
+`tests/torch_reference.py` (the official algorithm, attention in one pass, float32 with
+PyTorch's defaults). Random weights, content and style of the same size. Unchanged on a GPU:
+both sides then run on it, memory is the device's peak, and our figures include the achieved
+TFLOP/s (XLA's FLOP count / time) against the card's dense peak for the dtype. Each
+stylization size runs in its own subprocess (`bench_infer`) so peaks do not mix.
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+import jax
+
+from flax_style import bench_infer, bench_train, stylize
+
+# Dense peak TFLOP/s per device kind: (float32 as run by default: TF32 on NVIDIA, bfloat16).
+PEAK_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": (494.7, 989.4),
+    "NVIDIA H100": (494.7, 989.4),
+    "NVIDIA H200": (494.7, 989.4),
+    "NVIDIA A100-SXM4-80GB": (156.0, 312.0),
+}
+
+
+def _peak(dtype: str) -> float | None:
+    kind = jax.devices()[0].device_kind
+    peaks = PEAK_TFLOPS.get(kind)
+    return None if peaks is None else peaks[dtype == "bfloat16"]
+
+
+def _utilisation(flops: float, seconds: float, dtype: str) -> str:
+    if jax.default_backend() != "gpu" or not flops or not seconds:
+        return ""
+    achieved = flops / seconds / 1e12
+    peak = _peak(dtype)
+    share = f" = {100 * achieved / peak:.0f}% of {peak:g}" if peak else ""
+    return f"  {achieved:.1f} TFLOP/s{share}"
+
+
+def _memory(result: dict) -> str:
+    if result.get("gpu_peak_gib") is not None:
+        return f"{result['gpu_peak_gib']:.2f} GiB device peak"
+    if "peak_mib" in result:
+        return f"{result['peak_mib'] / 1024:.2f} GiB peak RSS"
+    return "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flax_style.bench", description=__doc__)
+    parser.add_argument("--variant", default="proposed", choices=("proposed", "adaattn"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--train-size", type=int, default=256)
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--no-train-torch", action="store_true", help="skip PyTorch training")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024, 2048])
+    parser.add_argument("--repeats", type=int, default=2, help="timed stylizations per size")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch stylization")
+    parser.add_argument("--torch-memory-limit-gib", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    args.query_chunk = stylize.DEFAULT_QUERY_CHUNK
+
+    device = jax.devices()[0]
+    print(
+        f"{device.platform}: {jax.device_count()} x {device.device_kind}; host "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; jax "
+        f"{jax.__version__}; variant {args.variant}; ours {args.dtype}, PyTorch float32"
+    )
+    if not args.no_train:
+        widths = (64, 128, 256, 512, 512)
+        setting = f"{args.train_size}x{args.train_size}, global batch {args.train_batch}"
+        ours, flops = bench_train.bench_jax(
+            args.variant, widths, args.train_size, args.train_batch, args.train_steps, 1, args.dtype
+        )
+        step_s = args.train_batch / ours
+        print(f"train step {setting}:")
+        rate = _utilisation(flops, step_s, args.dtype)
+        print(f"  ours    {ours:8.2f} images/s  ({step_s:.3f} s/step){rate}")
+        if not args.no_train_torch:
+            theirs = bench_train.bench_torch(
+                args.variant, widths, args.train_size, args.train_batch, args.train_steps, 1
+            )
+            print(f"  PyTorch {theirs:8.2f} images/s  ({args.train_batch / theirs:.3f} s/step)")
+            print(f"  ours / PyTorch: {ours / theirs:.2f}x images/s ({theirs / ours:.2f}x time)")
+
+    print("stylization of one pair (content = style size), median of timed calls:")
+    for size in args.sizes:
+        ours = bench_infer._run_worker("ours", args, size, args.repeats)
+        line = f"  {size:>5}  ours    "
+        if "error" in ours:
+            print(line + ours["error"][:100])
+            continue
+        print(
+            line
+            + f"{1e3 * ours['seconds']:9.1f} ms  {_memory(ours)}"
+            + _utilisation(ours.get("flops", 0.0), ours["seconds"], args.dtype)
+        )
+        if args.no_torch:
+            continue
+        theirs = bench_infer._run_worker("torch", args, size, args.repeats)
+        if "error" in theirs or theirs.get("seconds") is None:
+            print(
+                f"  {size:>5}  PyTorch failed: {theirs.get('error', '?')[:90]}; {_memory(theirs)}"
+            )
+            continue
+        ratio = theirs["seconds"] / ours["seconds"]
+        print(
+            f"  {size:>5}  PyTorch {1e3 * theirs['seconds']:9.1f} ms  {_memory(theirs)}"
+            f"  -> ours {ratio:.2f}x faster ({1 / ratio:.2f}x the time)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
