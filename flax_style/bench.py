@@ -3,6 +3,7 @@
     python -m flax_style.bench                       # the full run (train 256 x 8; 512/1024/2048)
     python -m flax_style.bench --dtype bfloat16      # ours in bf16 (PyTorch stays float32)
     python -m flax_style.bench --train-size 64 --sizes 64 128 --no-train-torch   # quick
+    python -m flax_style.bench --no-train --sizes --folder 3 --folder-size 512   # N x N folder
 
 Run from the repository root: the PyTorch side is the independent reference
 `tests/torch_reference.py` (the official algorithm, attention in one pass, float32 with
@@ -53,6 +54,53 @@ def _memory(result: dict) -> str:
     return "-"
 
 
+def bench_folder(variant: str, dtype: str, n: int, size: int) -> tuple[float, float]:
+    """Seconds for n contents x n styles of size x size image files: ours through
+    `stylize.stylize_files` (the path of `infer.py`: each image encoded once, contents batched),
+    the PyTorch reference stylizing pair by pair as the official test script does."""
+    import tempfile
+    import time
+
+    import torch
+
+    from flax_style import image_io, models
+    from tests import torch_reference as ref
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {"c": [], "s": []}
+        for kind in paths:
+            for i in range(n):
+                paths[kind].append(os.path.join(folder, f"{kind}{i}.png"))
+                image_io.save_image(paths[kind][-1], bench_infer._images(size + i)[0][:size, :size])
+        config = models.model_config({"variant": variant, "dtype": dtype})
+        stylizer = bench_infer._random_stylizer(config, stylize.DEFAULT_QUERY_CHUNK)
+        out = os.path.join(folder, "out")
+        # Untimed first run: compiles for the folder's batch shapes (as every timing here
+        # excludes compilation; a first run on a new shape pays ~5 s more).
+        stylize.stylize_files(stylizer, paths["c"], paths["s"], output_dir=out)
+        start = time.perf_counter()
+        report = stylize.stylize_files(stylizer, paths["c"], paths["s"], output_dir=out)
+        ours = time.perf_counter() - start
+        assert not report.errors, report.errors
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        vgg = ref.init_vgg_(ref.make_vgg(ref.VGG_WIDTHS)).eval().to(device)
+        model = ref.init_model_(ref.make_model(variant, ref.VGG_WIDTHS)).eval().to(device)
+
+        def load(path):
+            image = image_io.load_image(path).transpose(2, 0, 1)[None].copy()
+            return torch.from_numpy(image).to(device)
+
+        start = time.perf_counter()
+        with torch.no_grad():
+            for content in paths["c"]:
+                for style in paths["s"]:
+                    result = ref.stylize(vgg, model, load(content), load(style))
+                    image_io.save_image(out + ".png", ref.to_nhwc(result.cpu())[0])
+        theirs = time.perf_counter() - start
+    return ours, theirs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flax_style.bench", description=__doc__)
     parser.add_argument("--variant", default="proposed", choices=("proposed", "adaattn"))
@@ -66,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed stylizations per size")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch stylization")
     parser.add_argument("--torch-memory-limit-gib", type=float, default=20.0)
+    parser.add_argument("--folder", type=int, default=0, help="also N contents x N styles")
+    parser.add_argument("--folder-size", type=int, default=512)
     args = parser.parse_args(argv)
     args.query_chunk = stylize.DEFAULT_QUERY_CHUNK
 
@@ -117,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  {size:>5}  PyTorch {1e3 * theirs['seconds']:9.1f} ms  {_memory(theirs)}"
             f"  -> ours {ratio:.2f}x faster ({1 / ratio:.2f}x the time)"
         )
+    if args.folder:
+        n, size = args.folder, args.folder_size
+        ours, theirs = bench_folder(args.variant, args.dtype, n, size)
+        print(f"folder of {n} contents x {n} styles at {size}x{size}, PNG files in and out:")
+        ratio = ours / theirs
+        print(f"  ours {ours:.1f} s, PyTorch pair by pair {theirs:.1f} s -> {ratio:.2f}x the time")
     return 0
 
 

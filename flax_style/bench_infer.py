@@ -77,9 +77,8 @@ def _gpu_peak_gib_jax() -> float | None:
     return stats["peak_bytes_in_use"] / 2**30 if stats else None
 
 
-def _worker_ours(
-    variant: str, size: int, repeats: int, query_chunk: int, dtype: str = "float32"
-) -> dict:
+def _random_stylizer(config: dict, query_chunk: int | None):
+    """A `Stylizer` with He-normal random weights of `config`'s shapes (no checkpoint needed)."""
     import flax
     import jax
     import jax.numpy as jnp
@@ -87,7 +86,6 @@ def _worker_ours(
 
     from flax_style import models, stylize
 
-    config = models.model_config({"variant": variant, "dtype": dtype})
     encoder, network = models.build_encoder(config), models.build_network(config)
     probe = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     encoder_shapes = jax.eval_shape(encoder.init, jax.random.key(0), probe)
@@ -106,7 +104,20 @@ def _worker_ours(
         }
         return flax.traverse_util.unflatten_dict(values)
 
-    stylizer = stylize.Stylizer(draw(shapes), draw(encoder_shapes), config, query_chunk or None)
+    return stylize.Stylizer(
+        draw(shapes["params"]), draw(encoder_shapes["params"]), config, query_chunk
+    )
+
+
+def _worker_ours(
+    variant: str, size: int, repeats: int, query_chunk: int, dtype: str = "float32"
+) -> dict:
+    import jax
+
+    from flax_style import models
+
+    config = models.model_config({"variant": variant, "dtype": dtype})
+    stylizer = _random_stylizer(config, query_chunk or None)
     content, style = _images(size)
     base = _rss_mib()
     result = _time_calls(lambda: stylizer.stylize(content, style), repeats)

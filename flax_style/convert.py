@@ -198,8 +198,18 @@ def load_official(
     """
     encoder_params, widths = load_vgg(vgg_path)
     config = models.model_config({**(overrides or {}), "variant": variant, "widths": widths})
-    files = [TRANSFORMER_FILE, DECODER_FILE] + ([ADAATTN_3_FILE] if variant == "adaattn" else [])
-    state_dicts = {file: read_state_dict(os.path.join(torch_dir, file)) for file in files}
+    transformer_path = os.path.join(torch_dir, TRANSFORMER_FILE)
+    state_dicts = {TRANSFORMER_FILE: read_state_dict(transformer_path)}
+    # The paper's layout is the one with a pair-key block: say so rather than list key errors.
+    found = (
+        "proposed" if "attn_adain_2_3_1.f.weight" in state_dicts[TRANSFORMER_FILE] else "adaattn"
+    )
+    if found != variant:
+        raise ConversionError(
+            f"{transformer_path}: holds {found!r} weights, not {variant!r}; pass --model {found}"
+        )
+    files = [DECODER_FILE] + ([ADAATTN_3_FILE] if variant == "adaattn" else [])
+    state_dicts.update({file: read_state_dict(os.path.join(torch_dir, file)) for file in files})
     params = network_from_state_dicts(state_dicts, config, torch_dir)
     return params, encoder_params, config
 

@@ -152,8 +152,18 @@ CASES = {
     ),
     "missing file": ("proposed", missing_file, "proposed", [ref.DECODER_FILE, "no such file"]),
     "vgg missing key": ("proposed", vgg_missing_key, "proposed", [ref.VGG_FILE, "'42.weight'"]),
-    "proposed files as adaattn": ("proposed", None, "adaattn", [ref.ADAATTN_3_FILE]),
-    "adaattn files as proposed": ("adaattn", None, "proposed", [ref.TRANSFORMER_FILE]),
+    "proposed files as adaattn": (
+        "proposed",
+        None,
+        "adaattn",
+        [ref.TRANSFORMER_FILE, "holds 'proposed' weights", "pass --model proposed"],
+    ),
+    "adaattn files as proposed": (
+        "adaattn",
+        None,
+        "proposed",
+        [ref.TRANSFORMER_FILE, "holds 'adaattn' weights", "pass --model adaattn"],
+    ),
 }
 
 
