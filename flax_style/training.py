@@ -488,7 +488,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 and (done % config.image_every == 0 or done == num_steps)
             ):
                 writer.add_image(
-                    "content|style|stylized",
+                    "content_style_stylized",  # TensorBoard tags allow no "|"
                     _image_grid(local, _stylize(network, encoder_params, state.params, local)),
                     done,
                     dataformats="HWC",
