@@ -80,17 +80,12 @@ def _gpu_peak_gib_jax() -> float | None:
 def _random_stylizer(config: dict, query_chunk: int | None):
     """A `Stylizer` with He-normal random weights of `config`'s shapes (no checkpoint needed)."""
     import flax
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
     from flax_style import models, stylize
 
-    encoder, network = models.build_encoder(config), models.build_network(config)
-    probe = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    encoder_shapes = jax.eval_shape(encoder.init, jax.random.key(0), probe)
-    feats = jax.eval_shape(encoder.apply, encoder_shapes, probe)
-    shapes = jax.eval_shape(network.init, jax.random.key(0), feats, feats)
+    shapes, encoder_shapes = models.abstract_params(config)
     rng = np.random.default_rng(0)
 
     def draw(tree):
@@ -104,9 +99,7 @@ def _random_stylizer(config: dict, query_chunk: int | None):
         }
         return flax.traverse_util.unflatten_dict(values)
 
-    return stylize.Stylizer(
-        draw(shapes["params"]), draw(encoder_shapes["params"]), config, query_chunk
-    )
+    return stylize.Stylizer(draw(shapes), draw(encoder_shapes), config, query_chunk)
 
 
 def _worker_ours(

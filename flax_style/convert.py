@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -89,7 +88,7 @@ def vgg_from_state_dict(state: Mapping[str, np.ndarray], file: str = VGG_FILE) -
         raise ConversionError(
             f"{file}: missing key {error.args[0]!r}; is it vgg_normalised?"
         ) from None
-    abstract = _abstract_encoder(widths)
+    _, abstract = models.abstract_params(models.model_config({"widths": widths}))
     expected = {
         f"{_VGG_INDEX[conv]}.{'weight' if leaf == 'kernel' else 'bias'}": (leaf, value.shape)
         for (conv, leaf), value in traverse_util.flatten_dict(abstract).items()
@@ -111,22 +110,6 @@ def vgg_from_state_dict(state: Mapping[str, np.ndarray], file: str = VGG_FILE) -
 def load_vgg(path: str) -> tuple[Any, list]:
     """Encoder parameters and widths from an official `vgg_normalised.pth`."""
     return vgg_from_state_dict(read_state_dict(path), path)
-
-
-def _abstract_encoder(widths) -> Any:
-    encoder = models.build_encoder(models.model_config({"widths": widths}))
-    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
-    return jax.eval_shape(encoder.init, jax.random.key(0), image)["params"]
-
-
-def abstract_params(model_config: Mapping[str, Any]) -> Any:
-    """Shapes of the trainable parameters of a model config (nothing is computed)."""
-    encoder = models.build_encoder(model_config)
-    network = models.build_network(model_config)
-    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
-    encoder_params = jax.eval_shape(encoder.init, jax.random.key(0), image)
-    feats = jax.eval_shape(encoder.apply, encoder_params, image)
-    return jax.eval_shape(network.init, jax.random.key(0), feats, feats)["params"]
 
 
 def torch_location(path: tuple[str, ...]) -> tuple[str, str]:
@@ -157,7 +140,7 @@ def network_from_state_dicts(
     Raises:
       ConversionError: a missing, extra or misshaped key (naming file, key and shapes).
     """
-    flat = traverse_util.flatten_dict(abstract_params(model_config))
+    flat = traverse_util.flatten_dict(models.abstract_params(model_config)[0])
     by_file: dict[str, dict[str, tuple[str, tuple]]] = {}
     for path, value in flat.items():
         file, key = torch_location(path)

@@ -97,9 +97,7 @@ def load_encoder(model: ml_collections.ConfigDict, seed: int) -> tuple[Any, list
         "!" * 78,
         "!" * 78,
     )
-    encoder = models.build_encoder(models.model_config({"widths": widths}))
-    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    abstract = jax.eval_shape(encoder.init, jax.random.key(0), image)["params"]
+    _, abstract = models.abstract_params(models.model_config({"widths": widths}))
     # He-normal kernels keep random features from vanishing through 14 convs.
     he_std = lambda shape: np.sqrt(2.0 / np.prod(shape[:-1]))  # noqa: E731
     return _numpy_init(abstract, seed, he_std), widths
@@ -167,16 +165,15 @@ def create_train_state(
       init_std: kernels ~ normal(0, init_std), biases 0 (the official `init_weights`); 0 uses
         flax's default initialisers instead.
     """
-    encoder = models.build_encoder(model_config)
     network = models.build_network(model_config)
-    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)  # parameters are size-free
-    feats = jax.eval_shape(encoder.init_with_output, jax.random.key(0), image)[0]
-    rngs = {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
     if init_std > 0:
-        abstract = jax.eval_shape(network.init, rngs, feats, feats)["params"]
-        params = _numpy_init(abstract, seed, lambda shape: init_std)
+        params = _numpy_init(models.abstract_params(model_config)[0], seed, lambda _: init_std)
     else:
+        encoder = models.build_encoder(model_config)
+        image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)  # parameters are size-free
+        feats = jax.eval_shape(encoder.init_with_output, jax.random.key(0), image)[0]
         zeros = [jnp.zeros(f.shape, f.dtype) for f in feats]
+        rngs = {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
         params = jax.jit(network.init)(rngs, zeros, zeros)["params"]
     return TrainState.create(apply_fn=network.apply, params=params, tx=tx)
 

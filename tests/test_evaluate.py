@@ -310,7 +310,7 @@ def write_random_official_weights(directory: str, variant: str, widths, seed: in
             value = torch.full(tuple(shape), 0.5 if key == "decoder_layer_2.24.bias" else 0.0)
         files.setdefault(file, {})[key] = value
 
-    for path, leaf in traverse_util.flatten_dict(convert.abstract_params(config)).items():
+    for path, leaf in traverse_util.flatten_dict(models.abstract_params(config)[0]).items():
         file, key = convert.torch_location(path)
         add(file, key, path[-1], leaf.shape)
     encoder = models.build_encoder(config)

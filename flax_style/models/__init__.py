@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from flax_style.models.adaattn import AdaAttN
@@ -43,6 +44,7 @@ __all__ = [
     "Decoder",
     "ProposedNetwork",
     "VGGEncoder",
+    "abstract_params",
     "build_encoder",
     "build_network",
     "model_config",
@@ -90,3 +92,16 @@ def build_network(config: Mapping[str, Any], query_chunk: int | None = None) -> 
     if config["variant"] == "adaattn":
         return AdaAttNNetwork(**common)
     return ProposedNetwork(fusion_weights=tuple(config["fusion_weights"]), **common)
+
+
+def abstract_params(config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Shapes and dtypes of (network params, encoder params) of a model config.
+
+    Nothing is computed (`jax.eval_shape`); parameters do not depend on the image size.
+    """
+    encoder, network = build_encoder(config), build_network(config)
+    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    encoder_vars = jax.eval_shape(encoder.init, jax.random.key(0), image)
+    feats = jax.eval_shape(encoder.apply, encoder_vars, image)
+    network_vars = jax.eval_shape(network.init, jax.random.key(0), feats, feats)
+    return network_vars["params"], encoder_vars["params"]
