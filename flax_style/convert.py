@@ -1,11 +1,14 @@
 """Conversion of official PyTorch AdaAttN weights into a flax-style checkpoint.
 
-    python -m flax_style.convert --model {adaattn,proposed} --torch-dir DIR \
+    python -m flax_style.convert --model {adaattn,proposed,adaattn-video} --torch-dir DIR \
         --vgg PATH/vgg_normalised.pth --out CKPT_DIR
 
 `DIR` holds the official file names (SPEC sections 6-7): `latest_net_adaattn_3.pth` (adaattn
-only), `latest_net_transformer.pth`, `latest_net_decoder.pth`. The output checkpoint holds the
-encoder, every trained parameter and the model config, so inference needs nothing else.
+only), `latest_net_transformer.pth`, `latest_net_decoder.pth`; for adaattn-video the release's
+`attn_adain_video/` folder (transformer keys `f.*`, `g.*`, `h.*`, decoder keys `decoder.*`).
+The output checkpoint holds the encoder (the whole VGG, whatever the variant reads of it, so
+the evaluation losses work on every checkpoint), every trained parameter and the model config,
+so inference needs nothing else.
 """
 
 import argparse
@@ -112,16 +115,25 @@ def load_vgg(path: str) -> tuple[Any, list]:
     return vgg_from_state_dict(read_state_dict(path), path)
 
 
-def torch_location(path: tuple[str, ...]) -> tuple[str, str]:
-    """(official file, state-dict key) of a flax parameter path of either network."""
+def torch_location(path: tuple[str, ...], variant: str | None = None) -> tuple[str, str]:
+    """(official file, state-dict key) of a flax parameter path of a network.
+
+    Args:
+      path: flax parameter path, e.g. ("decoder", "layer_2_24", "kernel").
+      variant: the model variant; the image models share one layout, the video model has its
+        own (the transformer file is its one block, the decoder a plain `decoder` Sequential).
+    """
     *modules, leaf = path
     leaf = "weight" if leaf == "kernel" else "bias"
     top = modules[0]
+    video = variant == models.VIDEO
     if top == "adaattn_3":
         return ADAATTN_3_FILE, ".".join([*modules[1:], leaf])
-    if top == "decoder":  # flax "layer_2_24" <-> torch "decoder_layer_2.24"
+    if top == "decoder":  # flax "layer_2_24" <-> torch "decoder_layer_2.24" (video "decoder.24")
         block, index = modules[1].rsplit("_", 1)
-        return DECODER_FILE, f"decoder_{block}.{index}.{leaf}"
+        return DECODER_FILE, f"{'decoder' if video else f'decoder_{block}'}.{index}.{leaf}"
+    if video:  # flax ("transformer", "f") <-> torch "f"
+        modules = modules[1:]
     return TRANSFORMER_FILE, ".".join([*modules, leaf])
 
 
@@ -142,8 +154,9 @@ def network_from_state_dicts(
     """
     flat = traverse_util.flatten_dict(models.abstract_params(model_config)[0])
     by_file: dict[str, dict[str, tuple[str, tuple]]] = {}
+    variant = model_config["variant"]
     for path, value in flat.items():
-        file, key = torch_location(path)
+        file, key = torch_location(path, variant)
         by_file.setdefault(file, {})[key] = (path[-1], value.shape)
     params = {}
     for file, expected in by_file.items():
@@ -153,13 +166,27 @@ def network_from_state_dicts(
         if extra:
             raise ConversionError(
                 f"{file}: unexpected key {extra[0]!r} (shape {tuple(state[extra[0]].shape)}); "
-                f"is this a {model_config['variant']!r} checkpoint?"
+                f"is this a {variant!r} checkpoint?"
             )
         values = _take(state, file, expected)
         for path in flat:
-            if os.path.join(torch_dir, torch_location(path)[0]) == file:
-                params[path] = values[torch_location(path)[1]]
+            path_file, key = torch_location(path, variant)
+            if os.path.join(torch_dir, path_file) == file:
+                params[path] = values[key]
     return traverse_util.unflatten_dict(params)
+
+
+def official_variant(transformer_state: Mapping[str, Any]) -> str:
+    """Which variant a `latest_net_transformer.pth` state dict belongs to, from its keys.
+
+    Said in one line rather than as a list of key errors: the paper's layout is the one with a
+    pair-key block, the video model's the one whose keys are a bare block (`f.weight`).
+    """
+    if "attn_adain_2_3_1.f.weight" in transformer_state:
+        return "proposed"
+    if "f.weight" in transformer_state:
+        return models.VIDEO
+    return "adaattn"
 
 
 def load_official(
@@ -171,7 +198,7 @@ def load_official(
     """Reads official-layout PyTorch weights.
 
     Args:
-      variant: "adaattn" or "proposed".
+      variant: "adaattn", "proposed" or "adaattn-video".
       torch_dir: directory with the `latest_net_*.pth` files.
       vgg_path: path of `vgg_normalised.pth`.
       overrides: further model config fields (e.g. fusion weights).
@@ -183,10 +210,7 @@ def load_official(
     config = models.model_config({**(overrides or {}), "variant": variant, "widths": widths})
     transformer_path = os.path.join(torch_dir, TRANSFORMER_FILE)
     state_dicts = {TRANSFORMER_FILE: read_state_dict(transformer_path)}
-    # The paper's layout is the one with a pair-key block: say so rather than list key errors.
-    found = (
-        "proposed" if "attn_adain_2_3_1.f.weight" in state_dicts[TRANSFORMER_FILE] else "adaattn"
-    )
+    found = official_variant(state_dicts[TRANSFORMER_FILE])
     if found != variant:
         raise ConversionError(
             f"{transformer_path}: holds {found!r} weights, not {variant!r}; pass --model {found}"

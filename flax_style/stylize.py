@@ -100,7 +100,7 @@ class _Program:
     that a new `Stylizer` (another checkpoint, another `infer.main` call) reuses compilations."""
 
     def __init__(self, model_config: dict[str, Any], query_chunk: int | None):
-        self.encoder = models.build_encoder(model_config)
+        self.encoder = models.build_encoder(model_config, models.encoder_depth(model_config))
         self.network = models.build_network(model_config, query_chunk=query_chunk)
         self.traces = collections.Counter()  # traces per entry point (recompile tests)
         static = ("output_size", "with_content")

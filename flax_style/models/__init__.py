@@ -1,10 +1,12 @@
 """Flax modules of flax-style and the one place that builds them from a model config.
 
 A model config is a plain mapping (it is stored as JSON inside every checkpoint):
-  variant: "proposed" (the paper, default) or "adaattn" (official AdaAttN).
+  variant: "proposed" (the paper, default), "adaattn" (official AdaAttN) or "adaattn-video"
+    (the official release's video model).
   widths: encoder widths relu1_1..relu5_1; `VGG_WIDTHS` is the real network.
   fusion_weights: (w3, w4, w5) of the proposed model's fusion.
   max_sample_3, max_sample_45: style positions kept by the relu3_1 / relu4_1-5_1 blocks.
+  max_sample_video: style positions kept by the video model's block.
   dtype: "float32" or "bfloat16" (compute dtype; parameters and statistics stay float32);
     "float64" for exact-arithmetic parity checks (needs `jax.enable_x64`).
 """
@@ -20,8 +22,11 @@ from flax_style.models.adaattn import AdaAttN
 from flax_style.models.decoder import Decoder
 from flax_style.models.networks import AdaAttNNetwork, ProposedNetwork
 from flax_style.models.vgg import VGG_CONVS, VGG_WIDTHS, VGGEncoder
+from flax_style.models.video import ENCODER_DEPTH as VIDEO_ENCODER_DEPTH
+from flax_style.models.video import AdaAttNVideoNetwork
 
-VARIANTS = ("proposed", "adaattn")
+VIDEO = "adaattn-video"
+VARIANTS = ("proposed", "adaattn", VIDEO)
 TINY_WIDTHS = (8, 16, 32, 64, 64)  # wiring tests: same graph, ~1/64 of the compute
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
@@ -30,6 +35,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "fusion_weights": (0.1, 0.3, 0.6),
     "max_sample_3": 64 * 64,
     "max_sample_45": 256 * 256,
+    "max_sample_video": 256 * 256,
     "dtype": "float32",
 }
 
@@ -41,12 +47,14 @@ __all__ = [
     "VGG_WIDTHS",
     "AdaAttN",
     "AdaAttNNetwork",
+    "AdaAttNVideoNetwork",
     "Decoder",
     "ProposedNetwork",
     "VGGEncoder",
     "abstract_params",
     "build_encoder",
     "build_network",
+    "encoder_depth",
     "model_config",
 ]
 
@@ -69,9 +77,20 @@ def model_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return config
 
 
-def build_encoder(config: Mapping[str, Any]) -> VGGEncoder:
-    """The frozen VGG encoder for a model config."""
-    return VGGEncoder(tuple(config["widths"]), dtype=jnp.dtype(config["dtype"]))
+def build_encoder(config: Mapping[str, Any], depth: int = 5) -> VGGEncoder:
+    """The frozen VGG encoder for a model config.
+
+    Args:
+      config: a model config.
+      depth: outputs relu1_1..relu{depth}_1; the losses need all five, a network only
+        `encoder_depth(config)`.
+    """
+    return VGGEncoder(tuple(config["widths"]), dtype=jnp.dtype(config["dtype"]), depth=depth)
+
+
+def encoder_depth(config: Mapping[str, Any]) -> int:
+    """How many encoder outputs (relu1_1 onwards) the config's network reads."""
+    return VIDEO_ENCODER_DEPTH if config["variant"] == VIDEO else 5
 
 
 def build_network(config: Mapping[str, Any], query_chunk: int | None = None) -> nn.Module:
@@ -82,6 +101,10 @@ def build_network(config: Mapping[str, Any], query_chunk: int | None = None) -> 
       query_chunk: content positions per attention chunk at inference; None for one pass.
     """
     config = model_config(config)
+    if config["variant"] == VIDEO:
+        return AdaAttNVideoNetwork(
+            tuple(config["widths"]), config["max_sample_video"], jnp.dtype(config["dtype"])
+        )
     common = {
         "widths": tuple(config["widths"]),
         "max_sample_3": config["max_sample_3"],

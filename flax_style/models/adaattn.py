@@ -1,4 +1,4 @@
-"""The AdaAttN block (SPEC section 4)."""
+"""The AdaAttN block (SPEC section 4) and the video model's cosine-attention form of it."""
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,9 @@ class AdaAttN(nn.Module):
         from the `"sample"` PRNG stream (pass `rngs={"sample": key}` to `apply`).
       query_chunk: content positions per attention chunk (memory-bounded inference), or None.
       dtype: conv and matmul compute dtype; statistics stay float32.
+      similarity: "softmax" (`softmax(q.k)`, the image models) or "cosine" (the release's video
+        model, `AttnAdaINCos`: `relu(cos(q, k) + 1)` normalised over style positions; linear
+        in the number of positions, so `query_chunk` does not apply).
     """
 
     in_planes: int
@@ -25,6 +28,7 @@ class AdaAttN(nn.Module):
     max_sample: int = 256 * 256
     query_chunk: int | None = None
     dtype: jnp.dtype = jnp.float32
+    similarity: str = "softmax"
 
     @nn.compact
     def __call__(
@@ -50,11 +54,14 @@ class AdaAttN(nn.Module):
         if keep is not None:
             style_key, style = style_key[:, keep], style[:, keep]
         query = f(content_key).reshape(b, -1, self.key_planes)
-        mean, std = ops.attention_mean_std(
-            query,
-            g(style_key).reshape(b, -1, self.key_planes),
-            h(style).reshape(b, -1, self.in_planes),
-            query_chunk=self.query_chunk,
-            dtype=self.dtype,
-        )
+        key = g(style_key).reshape(b, -1, self.key_planes)
+        value = h(style).reshape(b, -1, self.in_planes)
+        if self.similarity == "cosine":
+            mean, std = ops.cosine_attention_mean_std(query, key, value, dtype=self.dtype)
+        elif self.similarity == "softmax":
+            mean, std = ops.attention_mean_std(
+                query, key, value, query_chunk=self.query_chunk, dtype=self.dtype
+            )
+        else:
+            raise ValueError(f"similarity {self.similarity!r}: choose softmax or cosine")
         return ops.adaptive_normalize(content, mean, std)

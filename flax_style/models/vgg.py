@@ -59,17 +59,19 @@ class VGGEncoder(nn.Module):
     Attributes:
       widths: channels of relu1_1..relu5_1 (the real network is `VGG_WIDTHS`; tests use tiny).
       dtype: conv compute dtype (float32, or bfloat16 for mixed precision).
+      depth: outputs relu1_1..relu{depth}_1 and stops there (the video model needs 3).
     """
 
     widths: Sequence[int] = VGG_WIDTHS
     dtype: jnp.dtype = jnp.float32
+    depth: int = 5
 
     @nn.compact
     def __call__(self, image: jax.Array) -> list[jax.Array]:
-        """Returns [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]."""
+        """Returns [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1] (the first `depth` of them)."""
         x = image
         feats = []
-        for stage in _STAGES:
+        for stage in _STAGES[: self.depth]:
             for name in stage:
                 if name == "pool":
                     x = max_pool_ceil(x)
