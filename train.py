@@ -12,13 +12,12 @@ a cluster launcher is detected. This file is intentionally kept short; the work 
 
 import logging as pylogging
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_style import image_io, training
+from flax_style import errors, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and config.")
@@ -50,6 +49,7 @@ class _QuietOrbax:
         return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
+@errors.reports_user_errors
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -62,11 +62,7 @@ def main(argv):
         jax.process_count(),
         jax.local_devices(),
     )
-    try:
-        training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (*training.USER_ERRORS, image_io.ImageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

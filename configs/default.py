@@ -1,4 +1,6 @@
-r"""Default training config: the paper's model with the official AdaAttN recipe (SPEC.md 8).
+r"""Default training config: the paper's model with the official AdaAttN recipe.
+
+The model and the losses are described in docs/model.md ("Training losses" for the recipe).
 
 Launch (one host, all its GPUs):
   python train.py --config configs/default.py --workdir runs/proposed \
@@ -11,6 +13,10 @@ Any field can be overridden on the command line: `--config.optim.lr=1e-4`.
 
 import ml_collections
 
+from flax_style import models
+
+MODEL = models.DEFAULT_MODEL_CONFIG  # the model's defaults: written once, in flax_style.models
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The default config; variants import it and override a few fields."""
@@ -22,14 +28,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.image_every = 1000  # steps between TensorBoard image grids (content | style | out)
 
     config.model = ml_collections.ConfigDict()
-    config.model.variant = "proposed"  # "proposed" (the paper) or "adaattn" (official AdaAttN)
+    config.model.variant = MODEL["variant"]  # "proposed" (the paper) or "adaattn" (official)
     config.model.vgg_path = ""  # vgg_normalised.pth or a converted checkpoint dir (wins if set)
     config.model.random_encoder = False  # no vgg_path: random VGG (smoke/demo runs only)
-    config.model.widths = (64, 128, 256, 512, 512)  # random-encoder widths (a file sets its own)
-    config.model.fusion_weights = (0.1, 0.3, 0.6)  # proposed: (w3, w4, w5) fusion weights
-    config.model.max_sample_3 = 64 * 64  # style positions kept by relu3_1 attention blocks
-    config.model.max_sample_45 = 256 * 256  # style positions kept by relu4_1/relu5_1 blocks
-    config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
+    config.model.widths = MODEL["widths"]  # random-encoder widths (a file sets its own)
+    config.model.fusion_weights = MODEL["fusion_weights"]  # proposed: (w3, w4, w5) fusion weights
+    config.model.max_sample_3 = MODEL["max_sample_3"]  # style positions kept by relu3_1 blocks
+    config.model.max_sample_45 = MODEL["max_sample_45"]  # ... by relu4_1/relu5_1 blocks
+    config.model.max_sample_video = MODEL["max_sample_video"]  # ... by the video model's block
+    config.model.dtype = MODEL["dtype"]  # compute dtype: "float32" or "bfloat16"
     config.model.init_std = 0.02  # trainable convs ~ normal(0, init_std), bias 0 (official)
 
     config.data = ml_collections.ConfigDict()

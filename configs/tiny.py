@@ -7,6 +7,7 @@ Launch:
 import ml_collections
 
 from configs import default
+from flax_style import models
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -17,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every = 10
     config.image_every = 30
     config.model.random_encoder = True
-    config.model.widths = (8, 16, 32, 64, 64)  # models.TINY_WIDTHS
+    config.model.widths = models.TINY_WIDTHS
     config.data.load_size = 64
     config.data.crop_size = 32
     config.data.num_workers = 0

@@ -23,13 +23,19 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from flax_style import models
+from flax_style import errors, models
 
 MODEL_ITEMS = ("params", "encoder", "model_config")
 TRAIN_ITEMS = (*MODEL_ITEMS, "opt_state", "rng", "data_iter", "train_config")
 
 
-class CheckpointError(Exception):
+MAKE_CHECKPOINT_HINT = (
+    "make one with `python -m flax_style.convert --model {adaattn,proposed} --torch_dir DIR "
+    "--vgg vgg_normalised.pth --out CKPT_DIR` or `python train.py ...`"
+)
+
+
+class CheckpointError(errors.UserError):
     """A checkpoint directory that cannot be read; the message says which and why."""
 
 
@@ -82,16 +88,15 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
     if os.path.isdir(os.path.join(root, "checkpoints")):
         root = os.path.join(root, "checkpoints")
     if not os.path.isdir(root):
-        raise CheckpointError(
-            f"{directory}: no such checkpoint directory; make one with "
-            "`python -m flax_style.convert` or `python train.py`"
-        )
+        raise CheckpointError(f"{directory}: no such checkpoint directory; {MAKE_CHECKPOINT_HINT}")
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(root, options=options) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{directory}: holds no checkpoint steps")
-        try:
+    try:
+        with ocp.CheckpointManager(root, options=options) as manager:
+            step = manager.latest_step() if step is None else step
+            if step is None:
+                raise CheckpointError(
+                    f"{directory}: holds no checkpoint steps; {MAKE_CHECKPOINT_HINT}"
+                )
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
@@ -100,10 +105,14 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
                     model_config=ocp.args.JsonRestore(),
                 ),
             )
-        except (FileNotFoundError, KeyError, ValueError) as error:
-            raise CheckpointError(
-                f"{directory}: step {step} is not a flax-style model checkpoint ({error})"
-            ) from error
+    except CheckpointError:
+        raise
+    except Exception as error:  # orbax raises many types for a foreign directory
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{directory}: not a readable flax-style model checkpoint "
+            f"({type(error).__name__}: {detail}); {MAKE_CHECKPOINT_HINT}"
+        ) from error
     to_device = lambda tree: jax.tree.map(jax.numpy.asarray, tree)  # noqa: E731
     config = models.model_config(restored["model_config"])
     return to_device(restored["params"]), to_device(restored["encoder"]), config

@@ -1,17 +1,17 @@
 """Conversion of official PyTorch AdaAttN weights into a flax-style checkpoint.
 
-    python -m flax_style.convert --model {adaattn,proposed,adaattn-video} --torch-dir DIR \
+    python -m flax_style.convert --model {adaattn,proposed,adaattn-video} --torch_dir DIR \
         --vgg PATH/vgg_normalised.pth --out CKPT_DIR
 
-`DIR` holds the official file names (SPEC sections 6-7): `latest_net_adaattn_3.pth` (adaattn
-only), `latest_net_transformer.pth`, `latest_net_decoder.pth`; for adaattn-video the release's
-`attn_adain_video/` folder (transformer keys `f.*`, `g.*`, `h.*`, decoder keys `decoder.*`).
-The output checkpoint holds the encoder (the whole VGG, whatever the variant reads of it, so
-the evaluation losses work on every checkpoint), every trained parameter and the model config,
-so inference needs nothing else.
+`DIR` holds the official file names (docs/model.md, "Official files and keys"):
+`latest_net_adaattn_3.pth` (adaattn only), `latest_net_transformer.pth`,
+`latest_net_decoder.pth`; for adaattn-video the release's `attn_adain_video/` folder
+(transformer keys `f.*`, `g.*`, `h.*`, decoder keys `decoder.*`). The output checkpoint holds
+the encoder (the whole VGG, whatever the variant reads of it, so the evaluation losses work on
+every checkpoint), every trained parameter and the model config, so inference needs nothing
+else.
 """
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping
@@ -19,9 +19,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import flags
 from flax import traverse_util
 
-from flax_style import checkpoint, models
+from flax_style import checkpoint, cli, errors, models
 
 VGG_FILE = "vgg_normalised.pth"
 ADAATTN_3_FILE = "latest_net_adaattn_3.pth"
@@ -31,7 +32,7 @@ _VGG_INDEX = dict(models.VGG_CONVS)
 _LAST_USED_VGG_INDEX = 43  # relu5_1; the official file also holds relu5_2..relu5_4
 
 
-class ConversionError(Exception):
+class ConversionError(errors.UserError):
     """Unusable input weights; the message names the file, the key and the shapes."""
 
 
@@ -221,36 +222,42 @@ def load_official(
     return params, encoder_params, config
 
 
+def _flags() -> flags.FlagValues:
+    values = flags.FlagValues()
+    define = {"flag_values": values}
+    flags.DEFINE_enum("model", None, models.VARIANTS, "Model variant of the files.", **define)
+    flags.DEFINE_string("torch_dir", None, "Directory of the latest_net_*.pth files.", **define)
+    flags.DEFINE_string("vgg", None, "Path of vgg_normalised.pth.", **define)
+    flags.DEFINE_string("out", None, "Checkpoint directory to write.", **define)
+    flags.DEFINE_list(
+        "fusion_weights",
+        None,
+        "Proposed model's fusion weights W3,W4,W5 (default: the model config's).",
+        **define,
+    )
+    flags.mark_flags_as_required(["model", "torch_dir", "vgg", "out"], flag_values=values)
+    return values
+
+
+@errors.reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flax_style.convert", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--model", choices=models.VARIANTS, required=True)
-    parser.add_argument("--torch-dir", required=True, help="directory of latest_net_*.pth")
-    parser.add_argument("--vgg", required=True, help="path of vgg_normalised.pth")
-    parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument(
-        "--fusion-weights",
-        type=float,
-        nargs=3,
-        metavar=("W3", "W4", "W5"),
-        help="proposed model's fusion weights (default 0.1 0.3 0.6)",
-    )
-    args = parser.parse_args(argv)
+    args = cli.parse(_flags(), argv, "python -m flax_style.convert", __doc__.split("\n\n")[0])
     if os.path.isdir(args.out) and os.listdir(args.out):
-        print(
-            f"error: {args.out}: already exists and is not empty; remove it or pick another --out",
-            file=sys.stderr,
+        raise cli.UsageError(
+            f"{args.out}: already exists and is not empty; remove it or pick another --out"
         )
-        return 2
-    overrides = {"fusion_weights": args.fusion_weights} if args.fusion_weights else None
-    try:
-        params, encoder_params, config = load_official(
-            args.model, args.torch_dir, args.vgg, overrides
-        )
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    overrides = None
+    if args.fusion_weights is not None:
+        try:
+            overrides = {"fusion_weights": [float(w) for w in args.fusion_weights]}
+        except ValueError:
+            overrides = {}
+        if len(overrides.get("fusion_weights", ())) != 3:
+            raise cli.UsageError(
+                f"--fusion_weights {','.join(args.fusion_weights)}: expected three numbers, "
+                "e.g. 0.1,0.3,0.6"
+            )
+    params, encoder_params, config = load_official(args.model, args.torch_dir, args.vgg, overrides)
     out = checkpoint.save_model(args.out, params, encoder_params, config)
     count = sum(np.size(p) for p in jax.tree.leaves(params))
     print(f"wrote {args.model} checkpoint ({count:,} trainable parameters) to {out}")

@@ -1,15 +1,29 @@
-"""Reading and writing images: every format and mode users bring, one clear error otherwise."""
+"""Reading and writing images: every format and mode users bring, one clear error otherwise.
+
+Also the one definition of luminance (ITU-R BT.601 luma), used by the colour-preserving
+control, RGB masks and the SSIM metric.
+"""
 
 import os
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from flax_style import errors
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+LUMA = (0.299, 0.587, 0.114)  # Y' = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, JPEG, PIL "L")
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class ImageError(Exception):
+class ImageError(errors.UserError):
     """An image that cannot be read or written; the message names the file and the fix."""
+
+
+def luminance(image: Any) -> Any:
+    """BT.601 luma of (..., 3) RGB, in the image's dtype (numpy or JAX arrays alike)."""
+    return image @ np.asarray(LUMA, image.dtype)
 
 
 def to_rgb_float(image: Image.Image) -> np.ndarray:
@@ -44,7 +58,7 @@ def load_image(path: str) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return to_rgb_float(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except _DECODE_ERRORS as error:
         raise ImageError(f"{path}: cannot decode image ({error}); replace or remove it") from error
 
 
@@ -73,3 +87,41 @@ def list_images(directory: str) -> list[str]:
             os.path.join(root, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)
         )
     return sorted(found)
+
+
+def _scaled(h: int, w: int, size: int | None) -> tuple[int, int]:
+    """(h, w) with the shorter side resized to `size` (None keeps it)."""
+    if size is None:
+        return h, w
+    scale = size / min(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def target_shape(path: str, size: int | None) -> tuple[int, int]:
+    """(h, w) an image will have after EXIF orientation and `load_resized`, without decoding it.
+
+    Raises:
+      ImageError: missing, empty or unreadable file.
+    """
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        load_image(path)  # raises its one-line message for these
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+                w, h = h, w
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"{path}: cannot decode image ({error}); replace or remove it") from error
+    return _scaled(h, w, size)
+
+
+def load_resized(path: str, size: int | None) -> np.ndarray:
+    """`load_image`, the shorter side resized to `size` (Lanczos on float data); None keeps it."""
+    image = load_image(path)
+    h, w = _scaled(*image.shape[:2], size)
+    if (h, w) == image.shape[:2]:
+        return image
+    channels = [
+        np.asarray(Image.fromarray(image[..., c]).resize((w, h), Image.LANCZOS)) for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)

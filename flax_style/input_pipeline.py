@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from flax_style import image_io
+from flax_style import errors, image_io
 
 # Sample images bundled in scikit-image's `skimage/data` (no download needed).
 DEMO_CONTENT = (
@@ -53,7 +53,7 @@ DEMO_STYLE = (
 _MAX_CONSECUTIVE_BAD = 32  # unreadable files in a row before the source is declared broken
 
 
-class DataError(Exception):
+class DataError(errors.UserError):
     """A data source that cannot be used; the message names it and the fix."""
 
 

@@ -1,6 +1,8 @@
-"""The three AdaAttN training losses (SPEC section 8), shared by both variants.
+"""The three AdaAttN training losses (docs/model.md, "Training losses"), for both variants.
 
-All take encoder features as lists [relu1_1 .. relu5_1] (NHWC) and sum over relu2_1..relu5_1.
+All take encoder features as lists [relu1_1 .. relu5_1] (NHWC) and sum over relu2_1..relu5_1;
+the evaluation metrics (`flax_style.metrics`) are the first two on other layers. The weights,
+the key mode and the style-position budget come from the `loss` section of the training config.
 """
 
 from collections.abc import Mapping, Sequence
@@ -20,15 +22,23 @@ def mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(a.astype(dtype) - b.astype(dtype)))
 
 
-def content_loss(stylized: Features, content: Features) -> jax.Array:
-    """sum_k MSE(mvn(F_cs^k), mvn(F_c^k))."""
-    return sum(mse(ops.mvn(stylized[k - 1]), ops.mvn(content[k - 1])) for k in LOSS_LAYERS)
+def content_loss(
+    stylized: Features, content: Features, layers: Sequence[int] = LOSS_LAYERS
+) -> jax.Array:
+    """sum_k MSE(mvn(F_cs^k), mvn(F_c^k)) over `layers` (1-based relu{k}_1)."""
+    return sum(mse(ops.mvn(stylized[k - 1]), ops.mvn(content[k - 1])) for k in layers)
 
 
-def global_style_loss(stylized: Features, style: Features) -> jax.Array:
-    """sum_k MSE of channel means plus MSE of channel stds against the style."""
+def global_style_loss(
+    stylized: Features, style: Features, layers: Sequence[int] = LOSS_LAYERS
+) -> jax.Array:
+    """sum_k MSE of channel means plus MSE of channel stds against the style, over `layers`.
+
+    Statistics are per image (unbiased variance, `ops.calc_mean_std`), so the two may differ
+    in size.
+    """
     total = 0.0
-    for k in LOSS_LAYERS:
+    for k in layers:
         cs_mean, cs_std = ops.calc_mean_std(stylized[k - 1])
         s_mean, s_std = ops.calc_mean_std(style[k - 1])
         total = total + mse(cs_mean, s_mean) + mse(cs_std, s_std)
@@ -40,15 +50,15 @@ def local_style_loss(
     content: Features,
     style: Features,
     rng: jax.Array,
-    key_mode: str = "shallow",
-    max_sample: int = 64 * 64,
+    key_mode: str,
+    max_sample: int,
 ) -> jax.Array:
     """sum_k MSE(F_cs^k, AdaAttN target) with unprojected keys (no learned f, g, h).
 
     Args:
       stylized, content, style: encoder features.
       rng: draws the subset of style positions where a layer has more than `max_sample`.
-      key_mode: attention key mode ("shallow" as the official training).
+      key_mode: attention key mode: "shallow" (the official training), "single" or "pair".
       max_sample: style positions kept per layer.
     """
     total = 0.0
@@ -74,8 +84,8 @@ def style_transfer_losses(
     style: Features,
     rng: jax.Array,
     weights: Mapping[str, float],
-    key_mode: str = "shallow",
-    max_sample: int = 64 * 64,
+    key_mode: str,
+    max_sample: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weighted total and the named terms.
 

@@ -1,4 +1,4 @@
-"""Numeric primitives shared by the models and the losses (SPEC sections 2-4).
+"""Numeric primitives of the models and the losses (docs/model.md: statistics, keys, block).
 
 Everything here is NHWC and pure. Statistics are computed in at least float32 whatever the input
 dtype, so mixed precision never touches a mean, a variance or a softmax (and float64 inputs stay
@@ -65,7 +65,8 @@ def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
 
 
 def match_size(x: jax.Array, reference: jax.Array) -> jax.Array:
-    """Resizes `x` to the spatial size of `reference` (a no-op on multiples of 16, SPEC 7b)."""
+    """Resizes `x` to the spatial size of `reference` (the resize rule; a no-op on multiples of
+    16)."""
     return resize_nearest(x, reference.shape[1:3])
 
 
@@ -75,7 +76,7 @@ def upsample2(x: jax.Array) -> jax.Array:
 
 
 def attention_key(feats: Sequence[jax.Array], layer: int, mode: str) -> jax.Array:
-    """Attention key for relu{layer}_1 from the encoder features [relu1_1 .. relu5_1] (SPEC 3).
+    """Attention key for relu{layer}_1 from the encoder features [relu1_1 .. relu5_1].
 
     Args:
       feats: the five encoder feature maps, shallowest first.
@@ -118,7 +119,7 @@ def attention_mean_std(
     query_chunk: int | None = None,
     dtype: jnp.dtype | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Attention-weighted mean and std of `value` (SPEC 4 steps 3-4).
+    """Attention-weighted mean and std of `value` (the block's steps 3-4 in docs/model.md).
 
     `A = softmax(query @ key^T)` (no 1/sqrt(K) scaling); `mean = A @ V`,
     `std = sqrt(relu(A @ V^2 - mean^2))`. Both moments come out of one matmul with `[V, V^2]`.

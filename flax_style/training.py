@@ -24,7 +24,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
-from flax_style import checkpoint, convert, input_pipeline, losses, models
+from flax_style import checkpoint, convert, errors, input_pipeline, losses, models
 
 P = jax.P
 VGG_HELP = (
@@ -36,17 +36,8 @@ VGG_HELP = (
 )
 
 
-class TrainingError(Exception):
+class TrainingError(errors.UserError):
     """A training run that cannot start or continue; the message says why and what to do."""
-
-
-# Errors a user can cause (paths, config values, data); train.py prints them as one line.
-USER_ERRORS = (
-    TrainingError,
-    input_pipeline.DataError,
-    checkpoint.CheckpointError,
-    convert.ConversionError,
-)
 
 
 class TrainState(train_state.TrainState):
@@ -353,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       The final train state.
 
     Raises:
-      One of `USER_ERRORS` for bad paths, config values or data (one-line messages).
+      errors.UserError: bad paths, config values or data (one-line messages).
     """
     _check_config(config)
     workdir = os.path.abspath(workdir)

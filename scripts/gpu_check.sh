@@ -24,8 +24,8 @@ JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest \
   -k "not float64" || status=1
 
 echo "== benchmark, float32 (TF32 matmuls: the JAX and PyTorch defaults)"
-python3 -m flax_style.bench --dtype float32 --sizes 512 1024 2048 4096 || status=1
+python3 -m benchmarks.bench --dtype=float32 --sizes=512,1024,2048,4096 || status=1
 echo "== benchmark, bfloat16 (ours; PyTorch stays float32)"
-python3 -m flax_style.bench --dtype bfloat16 --sizes 512 1024 2048 4096 --no-train-torch \
-  --no-torch || status=1
+python3 -m benchmarks.bench --dtype=bfloat16 --sizes=512,1024,2048,4096 --notrain_torch \
+  --notorch || status=1
 exit $status

@@ -1,4 +1,4 @@
-"""Checkpoints: exact resume (params, optimiser, RNG, data position), SIGTERM, shared format."""
+"""Checkpoints: exact resume (params, optimiser, RNG, data position), SIGTERM, one format."""
 
 import os
 import signal

@@ -18,7 +18,7 @@ import infer
 from flax_style import convert, image_io
 from tests import torch_reference as ref
 
-CONTENT_HW = (50, 38)  # not a multiple of 16: SPEC 7b resizes on both sides
+CONTENT_HW = (50, 38)  # not a multiple of 16: the resize rule on both sides
 STYLE_HW = (40, 48)
 
 
@@ -60,7 +60,7 @@ def torch_dirs(tmp_path_factory, images):
 
 def run_convert(variant: str, torch_dir: str, out: str, vgg: str | None = None) -> int:
     vgg = vgg or os.path.join(torch_dir, ref.VGG_FILE)
-    argv = ["--model", variant, "--torch-dir", torch_dir, "--vgg", vgg, "--out", out]
+    argv = ["--model", variant, "--torch_dir", torch_dir, "--vgg", vgg, "--out", out]
     return convert.main(argv)
 
 
@@ -79,7 +79,7 @@ def test_convert_then_infer_matches_torch(variant, torch_dirs, images, tmp_path,
     result = np.load(npy)
     assert result.shape == (*CONTENT_HW, 3) and result.dtype == np.float32
 
-    # The image the checkpoint gives is the image the PyTorch weights give (SPEC parity bound).
+    # The image the checkpoint gives is the image the PyTorch weights give (docs/model.md bound).
     rel = np.linalg.norm(result - expected) / np.linalg.norm(expected)
     assert rel < 1e-4, f"{variant}: relative error {rel:.3g} against the torch reference"
     assert 0.05 < expected.std() and ((expected > 0) & (expected < 1)).mean() > 0.9

@@ -1,6 +1,6 @@
-"""Tests of flax_style.evaluate: each metric against hand-computed values, LPIPS plumbing on
-random weights against a PyTorch reference, and an end-to-end run on skimage's sample images
-with two converted random-weight checkpoints."""
+"""Tests of the evaluation (flax_style.metrics, .lpips, .sheets, .evaluate): each metric against
+hand-computed values, LPIPS plumbing on random weights against a PyTorch reference, and an
+end-to-end run on skimage's sample images with two converted random-weight checkpoints."""
 
 import csv
 import math
@@ -16,7 +16,8 @@ import skimage.data
 from flax import traverse_util
 from PIL import Image
 
-from flax_style import convert, evaluate, models, ops
+from flax_style import cli, convert, evaluate, image_io, metrics, models, ops, sheets
+from flax_style import lpips as lpips_metric
 
 torch = pytest.importorskip("torch")
 
@@ -41,9 +42,9 @@ def random_feats(seed: int, size: int = 4) -> list[np.ndarray]:
 
 def test_ssim_of_an_image_with_itself_is_one_and_with_a_shifted_copy_below_one():
     image = skimage.data.astronaut()[::8, ::8].astype(np.float32) / 255.0  # 64x64x3
-    assert evaluate.ssim(image, image) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.ssim(image, image) == pytest.approx(1.0, abs=1e-12)
     shifted = np.roll(image, 2, axis=1)
-    value = evaluate.ssim(shifted, image)
+    value = metrics.ssim(shifted, image)
     assert 0.0 < value < 0.95
 
 
@@ -54,9 +55,9 @@ def test_ssim_uses_bt601_luminance_only():
     as_grey = np.repeat(grey[..., None], 3, axis=-1)
     # Move 0.05 of "red" into "blue" with the luma kept: 0.299 dr + 0.114 db = 0.
     coloured = as_grey + np.array([0.05, 0.0, -0.05 * 0.299 / 0.114], np.float32)
-    assert evaluate.luminance(coloured) == pytest.approx(grey, abs=1e-6)
-    assert evaluate.ssim(coloured, as_grey) == pytest.approx(1.0, abs=1e-9)
-    assert evaluate.luminance(np.array([[[1.0, 0.0, 0.0]]]))[0, 0] == pytest.approx(0.299)
+    assert image_io.luminance(coloured) == pytest.approx(grey, abs=1e-6)
+    assert metrics.ssim(coloured, as_grey) == pytest.approx(1.0, abs=1e-9)
+    assert image_io.luminance(np.array([[[1.0, 0.0, 0.0]]]))[0, 0] == pytest.approx(0.299)
 
 
 def test_ssim_matches_a_hand_computed_constant_image_case():
@@ -67,13 +68,13 @@ def test_ssim_matches_a_hand_computed_constant_image_case():
     expected = (2 * a * b + c1) / (a * a + b * b + c1)
     image_a = np.full((16, 16, 3), a, np.float32)
     image_b = np.full((16, 16, 3), b, np.float32)
-    assert evaluate.ssim(image_a, image_b) == pytest.approx(expected, rel=1e-6)
+    assert metrics.ssim(image_a, image_b) == pytest.approx(expected, rel=1e-6)
 
 
 def test_ssim_refuses_images_smaller_than_its_window():
     tiny = np.zeros((8, 8, 3), np.float32)
-    with pytest.raises(evaluate.EvaluationError, match="raise --size"):
-        evaluate.ssim(tiny, tiny)
+    with pytest.raises(metrics.EvaluationError, match="raise --size"):
+        metrics.ssim(tiny, tiny)
 
 
 # ------------------------------------------------------------------------------ style loss
@@ -83,7 +84,7 @@ def test_style_loss_is_zero_for_identical_statistics():
     base = random_feats(0)
     # Same pixels in another order: every channel's mean and std are unchanged.
     shuffled = [f[:, ::-1, ::-1] for f in base]
-    assert evaluate.style_loss(feats_with({}, shuffled), feats_with({}, base)) == pytest.approx(
+    assert metrics.style_loss(feats_with({}, shuffled), feats_with({}, base)) == pytest.approx(
         0.0, abs=1e-10
     )
 
@@ -96,10 +97,10 @@ def test_style_loss_hand_computed_simple_case():
     # style: mean 1.5, unbiased var (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3.
     # stylized: mean 0, var 0. eps = 1e-5 inside the sqrt.
     expected = 1.5**2 + (math.sqrt(5 / 3 + EPS) - math.sqrt(EPS)) ** 2
-    value = evaluate.style_loss(feats_with({3: stylized3}, base), feats_with({3: style3}, base))
+    value = metrics.style_loss(feats_with({3: stylized3}, base), feats_with({3: style3}, base))
     assert value == pytest.approx(expected, rel=1e-5)
     # Restricted to the other layers, it is zero.
-    other = evaluate.style_loss(
+    other = metrics.style_loss(
         feats_with({3: stylized3}, base), feats_with({3: style3}, base), layers=(1, 2, 4, 5)
     )
     assert other == pytest.approx(0.0, abs=1e-10)
@@ -107,7 +108,7 @@ def test_style_loss_hand_computed_simple_case():
 
 def test_style_loss_compares_images_of_different_sizes():
     small, large = random_feats(2, size=4), random_feats(2, size=8)
-    assert np.isfinite(evaluate.style_loss(feats_with({}, small), feats_with({}, large)))
+    assert np.isfinite(metrics.style_loss(feats_with({}, small), feats_with({}, large)))
 
 
 # ---------------------------------------------------------------------------- content loss
@@ -127,7 +128,7 @@ def test_content_loss_hand_computed_simple_case():
     stylized4 = np.array([0.0, 1.0, 3.0, 2.0]).reshape(1, 2, 2, 1)
     expected = 2 / (4 * (5 / 3 + EPS))
     base4 = {4: content4}
-    value = evaluate.content_loss(feats_with({4: stylized4}, base), feats_with(base4, base))
+    value = metrics.content_loss(feats_with({4: stylized4}, base), feats_with(base4, base))
     assert value == pytest.approx(expected, rel=1e-5)
 
 
@@ -137,16 +138,16 @@ def test_content_loss_matches_numpy_on_relu4_and_relu5_only():
         np.mean((_numpy_mvn(stylized[k - 1].astype(np.float64)) - _numpy_mvn(content[k - 1])) ** 2)
         for k in (4, 5)
     )
-    value = evaluate.content_loss(feats_with({}, stylized), feats_with({}, content))
+    value = metrics.content_loss(feats_with({}, stylized), feats_with({}, content))
     assert value == pytest.approx(expected, rel=1e-5)
     # Layers 1-3 do not count.
     mixed = feats_with({k: stylized[k - 1] for k in (4, 5)}, content)
-    assert evaluate.content_loss(mixed, feats_with({}, content)) == pytest.approx(
+    assert metrics.content_loss(mixed, feats_with({}, content)) == pytest.approx(
         expected, rel=1e-5
     )
     # mvn makes it blind to a per-channel affine change of brightness/contrast.
     affine = [2.0 * f + 1.0 for f in content]
-    assert evaluate.content_loss(feats_with({}, affine), feats_with({}, content)) < 1e-8
+    assert metrics.content_loss(feats_with({}, affine), feats_with({}, content)) < 1e-8
 
 
 # ----------------------------------------------------------------------------------- LPIPS
@@ -158,7 +159,7 @@ def write_random_lpips(directory, widths=LPIPS_WIDTHS, seed=0) -> tuple[str, str
     """Random weights under the real file layouts: lpips lin file and torchvision VGG16."""
     gen = torch.Generator().manual_seed(seed)
     vgg, channels = {}, 3
-    for stage, convs in enumerate(evaluate.LPIPS_VGG16_STAGES):
+    for stage, convs in enumerate(lpips_metric.LPIPS_VGG16_STAGES):
         for index in convs:
             std = math.sqrt(2.0 / (9 * channels))
             vgg[f"features.{index}.weight"] = (
@@ -190,7 +191,7 @@ def torch_lpips(lin_path: str, vgg_path: str, a: np.ndarray, b: np.ndarray) -> f
         x = torch.from_numpy(x).permute(2, 0, 1)[None].float()
         x = (x * 2 - 1 - shift) / scale
         out = []
-        for stage, convs in enumerate(evaluate.LPIPS_VGG16_STAGES):
+        for stage, convs in enumerate(lpips_metric.LPIPS_VGG16_STAGES):
             if stage:
                 x = F.max_pool2d(x, 2, 2)
             for i in convs:
@@ -210,7 +211,7 @@ def torch_lpips(lin_path: str, vgg_path: str, a: np.ndarray, b: np.ndarray) -> f
 
 def test_lpips_plumbing_on_random_weights_matches_a_torch_reference(tmp_path):
     lin_path, vgg_path = write_random_lpips(str(tmp_path))
-    lpips = evaluate.LPIPS(lin_path, vgg_path)
+    lpips = lpips_metric.LPIPS(lin_path, vgg_path)
     rng = np.random.default_rng(0)
     a = rng.uniform(size=(37, 45, 3)).astype(np.float32)  # odd sizes: floor-mode pooling
     b = np.clip(a + rng.normal(scale=0.2, size=a.shape), 0, 1).astype(np.float32)
@@ -222,11 +223,11 @@ def test_lpips_plumbing_on_random_weights_matches_a_torch_reference(tmp_path):
 
 def test_lpips_names_a_wrong_file(tmp_path):
     lin_path, vgg_path = write_random_lpips(str(tmp_path))
-    with pytest.raises(evaluate.EvaluationError, match=r"vgg\.pth: missing key 'features\.0"):
-        evaluate.LPIPS(lin_path, lin_path)
+    with pytest.raises(metrics.EvaluationError, match=r"vgg\.pth: missing key 'features\.0"):
+        lpips_metric.LPIPS(lin_path, lin_path)
     torch.save({"lin0.model.1.weight": torch.rand(1, 3, 1, 1)}, str(tmp_path / "bad.pth"))
-    with pytest.raises(evaluate.EvaluationError, match=r"lin0 has shape \(1, 3, 1, 1\)"):
-        evaluate.LPIPS(str(tmp_path / "bad.pth"), vgg_path)
+    with pytest.raises(metrics.EvaluationError, match=r"lin0 has shape \(1, 3, 1, 1\)"):
+        lpips_metric.LPIPS(str(tmp_path / "bad.pth"), vgg_path)
 
 
 # ---------------------------------------------------------------------------- small pieces
@@ -268,11 +269,11 @@ def test_summary_is_mean_and_sample_std_per_checkpoint():
 
 
 def test_zoom_box_and_parse_zoom():
-    assert evaluate.zoom_box((100, 200, 3), (0.25, 0.5, 0.5, 0.25)) == (50, 50, 150, 75)
-    assert evaluate.zoom_box((10, 10, 3), (0.95, 0.95, 0.05, 0.05)) == (9, 9, 10, 10)
+    assert sheets.zoom_box((100, 200, 3), (0.25, 0.5, 0.5, 0.25)) == (50, 50, 150, 75)
+    assert sheets.zoom_box((10, 10, 3), (0.95, 0.95, 0.05, 0.05)) == (9, 9, 10, 10)
     assert evaluate.parse_zoom("0.1,0.2,0.3,0.4") == (0.1, 0.2, 0.3, 0.4)
     for bad in ("0.1,0.2,0.3", "a,b,c,d", "0.8,0.1,0.5,0.1", "0.1,0.1,0,0.1"):
-        with pytest.raises(Exception, match="--zoom"):
+        with pytest.raises(cli.UsageError, match="--zoom"):
             evaluate.parse_zoom(bad)
 
 
@@ -280,7 +281,7 @@ def test_checkpoint_labels():
     assert evaluate.checkpoint_labels(["x/adaattn", "y/proposed/"], None) == ["adaattn", "proposed"]
     assert evaluate.checkpoint_labels(["x/ckpt", "y/ckpt"], None) == ["ckpt_1", "ckpt_2"]
     assert evaluate.checkpoint_labels(["a", "b"], ["A", "B"]) == ["A", "B"]
-    with pytest.raises(evaluate.EvaluationError, match="one per checkpoint"):
+    with pytest.raises(metrics.EvaluationError, match="one per checkpoint"):
         evaluate.checkpoint_labels(["a", "b"], ["A"])
 
 
@@ -292,7 +293,7 @@ SIZE = 64
 
 
 def write_random_official_weights(directory: str, variant: str, widths, seed: int) -> None:
-    """Random state dicts under the official file names and keys (SPEC 1, 6, 7).
+    """Random state dicts under the official file names and keys (docs/model.md).
 
     He-normal convs (so features neither vanish nor explode through the random VGG), bias 0; the
     last decoder conv is 3x smaller with bias 0.5, so outputs vary around grey, not saturated.
@@ -341,7 +342,7 @@ def checkpoints(tmp_path_factory):
                 "flax_style.convert",
                 "--model",
                 variant,
-                "--torch-dir",
+                "--torch_dir",
                 str(torch_dir),
                 "--vgg",
                 str(torch_dir / convert.VGG_FILE),
@@ -389,11 +390,11 @@ def test_end_to_end_on_sample_images_writes_table_and_sheets(
             str(SIZE),
             "--zoom",
             "0.3,0.2,0.3,0.3",
-            "--sheet-rows",
+            "--sheet_rows",
             "3",
-            "--lpips-weights",
+            "--lpips_weights",
             lin_path,
-            "--lpips-backbone",
+            "--lpips_backbone",
             vgg_path,
         ]
     )
@@ -423,14 +424,14 @@ def test_end_to_end_on_sample_images_writes_table_and_sheets(
     assert (a["content"], a["style"]) == (b["content"], b["style"])
     assert a["style_loss"] != b["style_loss"]
 
-    sheets = sorted(p.name for p in out.glob("sheet_*.png"))
-    assert sheets == ["sheet_01.png", "sheet_02.png", "sheet_03.png"]  # 9 pairs, 3 per sheet
+    sheet_files = sorted(p.name for p in out.glob("sheet_*.png"))
+    assert sheet_files == ["sheet_01.png", "sheet_02.png", "sheet_03.png"]  # 9 pairs, 3 per sheet
     sheet = np.asarray(Image.open(out / "sheet_01.png").convert("RGB"))
     columns = 2 + len(checkpoints)
-    assert sheet.shape[1] == evaluate.PAD + columns * (evaluate.CELL + evaluate.PAD)
+    assert sheet.shape[1] == sheets.PAD + columns * (sheets.CELL + sheets.PAD)
     red = (sheet[..., 0] == 220) & (sheet[..., 1] == 20) & (sheet[..., 2] == 20)
     # A zoom box on content and on each stylized column, in each of the three pairs.
-    col_of = lambda x: (x - evaluate.PAD) // (evaluate.CELL + evaluate.PAD)  # noqa: E731
+    col_of = lambda x: (x - sheets.PAD) // (sheets.CELL + sheets.PAD)  # noqa: E731
     assert sorted(set(col_of(np.nonzero(red)[1]).tolist())) == [0, 2, 3]
 
 
@@ -445,9 +446,13 @@ def test_command_line_errors_are_one_line_with_exit_code_2(sample_images, tmp_pa
     assert evaluate.main(["--checkpoint", missing, "--content", content_dir, *common]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no_checkpoint" in err and err.count("\n") == 1
-    with pytest.raises(SystemExit):
+    assert (
         evaluate.main(["--checkpoint", "x", "--content", content_dir, *common, "--zoom", "1,2"])
-    with pytest.raises(SystemExit):  # LPIPS needs both of its files
-        evaluate.main(
-            ["--checkpoint", "x", "--content", content_dir, *common, "--lpips-weights", "w"]
-        )
+        == 2
+    )
+    assert "--zoom '1,2': expected x,y,w,h" in capsys.readouterr().err
+    # LPIPS needs both of its files.
+    argv = ["--checkpoint", "x", "--content", content_dir, *common, "--lpips_weights", "w"]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: LPIPS needs both --lpips_weights and --lpips_backbone\n"

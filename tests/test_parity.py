@@ -4,7 +4,7 @@ The PyTorch models get seeded random weights (official architecture, full widths
 in the official file layout and read back with the real converter
 (`flax_style.convert.load_official`). Both sides run in float32 on the CPU (a float64 copy of
 the PyTorch model serves as the exact oracle for gradients). Checked, on a 64x64 image
-(multiples of 16: the official code's domain) and on 72x56 and 50x38 (SPEC 7b resizes):
+(multiples of 16: the official code's domain) and on 72x56 and 50x38 (the resize rule):
 the nearest-resize rule, encoder features, one AdaAttN block (also with a sampled style
 subset), the transformer outputs and the image of both variants, the three losses, and the
 gradient of the total loss with respect to every trainable parameter.
@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from configs import default
 from flax_style import losses, models, ops
 from flax_style.convert import load_official
 from tests import torch_reference as ref
@@ -50,9 +51,11 @@ SIZES = [(64, 64), (72, 56), (50, 38)]
 GRAD_SIZES = [(64, 64), (72, 56)]
 VARIANTS = ["adaattn", "proposed"]
 BATCH = 2
+LOSS = default.get_config().loss  # key mode and style-position budget of the training loss
 # content weight 1 (official default 0) so that every loss term reaches the gradient.
-GRAD_WEIGHTS = {"content": 1.0, "global_style": 10.0, "local_style": 3.0}
-TRAINABLE = {"adaattn": 13_629_891, "proposed": 7_999_811}  # SPEC 6, 7
+GRAD_WEIGHTS = {"content": 1.0, "global_style": LOSS.global_style, "local_style": LOSS.local_style}
+LOSS_ARGS = (GRAD_WEIGHTS, LOSS.key_mode, LOSS.max_sample)
+TRAINABLE = {"adaattn": 13_629_891, "proposed": 7_999_811}  # docs/model.md
 
 # Largest errors seen per category, printed at the end of the module (pytest -s shows them).
 WORST: dict[str, float] = {}
@@ -306,7 +309,7 @@ def test_network_forward(world, features, variant, size):
         image = net.apply(variables, c_feats, s_feats, output_size=size)
         stylized = encoder.apply({"params": world["encoder_params"]}, image)
         _, terms = losses.style_transfer_losses(
-            stylized, c_feats, s_feats, jax.random.key(0), GRAD_WEIGHTS
+            stylized, c_feats, s_feats, jax.random.key(0), *LOSS_ARGS
         )
         return net.apply(variables, c_feats, s_feats, method="transform"), image, terms
 
@@ -339,7 +342,7 @@ def test_losses_on_same_features(world, features, size):
         _, expected = ref.total_loss(tcs, tc, ts, GRAD_WEIGHTS)
     jcs, jc, js = ([nhwc(f) for f in feats] for feats in (tcs, tc, ts))
     all_terms = jax.jit(
-        lambda a, b, c: losses.style_transfer_losses(a, b, c, jax.random.key(0), GRAD_WEIGHTS)[1]
+        lambda a, b, c: losses.style_transfer_losses(a, b, c, jax.random.key(0), *LOSS_ARGS)[1]
     )
     terms = all_terms(jcs, jc, js)
     for name in ("content", "global_style", "local_style", "total"):
@@ -481,7 +484,7 @@ def test_total_loss_gradient(world, images, variant, size, tmp_path):
         image = net.apply({"params": params}, c_feats, s_feats, output_size=size)
         stylized = encoder.apply(enc_vars, image)
         total, terms = losses.style_transfer_losses(
-            stylized, c_feats, s_feats, jax.random.key(0), GRAD_WEIGHTS
+            stylized, c_feats, s_feats, jax.random.key(0), *LOSS_ARGS
         )
         return total, (terms, image)
 
@@ -558,7 +561,7 @@ def test_total_loss_gradient_float64(world, images, variant, tmp_path):
             c_feats, s_feats = encoder.apply(enc_vars, c_img), encoder.apply(enc_vars, s_img)
             image = net.apply({"params": params}, c_feats, s_feats, output_size=size)
             total, terms = losses.style_transfer_losses(
-                encoder.apply(enc_vars, image), c_feats, s_feats, jax.random.key(0), GRAD_WEIGHTS
+                encoder.apply(enc_vars, image), c_feats, s_feats, jax.random.key(0), *LOSS_ARGS
             )
             return total, terms
 

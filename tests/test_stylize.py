@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_style import models, ops, stylize
+from flax_style import image_io, models, ops, stylize, stylize_files
 
 ATOL = 1e-5
-# Content and style share one odd size (not a multiple of 16, SPEC 7b), so most tests reuse one
-# compilation.
+# Content and style share one odd size (not a multiple of 16: the resize rule), so most tests
+# reuse one compilation.
 HW = (37, 45)
 CONFIG = {"variant": "proposed", "widths": models.TINY_WIDTHS, "max_sample_3": 64}
 CONFIG["max_sample_45"] = 16  # relu4_1 of 37x45 has 5 x 6 positions: a subset is drawn
@@ -223,7 +223,7 @@ def test_preserve_color_keeps_content_chroma(stylizer, images, plain):
     out = stylizer.stylize(content, style, preserve_color=True)
 
     def luma(x):
-        return x @ np.asarray(stylize.LUMA, np.float32)
+        return x @ np.asarray(image_io.LUMA, np.float32)
 
     def chroma(x):  # (Cb, Cr) up to constant factors: B - Y, R - Y
         return np.stack([x[..., 2] - luma(x), x[..., 0] - luma(x)], axis=-1)
@@ -244,8 +244,6 @@ def test_user_errors_are_one_line(stylizer, images):
 def test_files_encode_each_image_once_and_batch(stylizer, tmp_path, monkeypatch):
     """3 contents x 2 styles: one batch of 3 contents, each style encoded once; the batched,
     cached-feature results equal single `stylize` calls."""
-    from flax_style import image_io
-
     contents = [tmp_path / f"c{i}.png" for i in range(3)]
     styles = [tmp_path / f"s{i}.png" for i in range(2)]
     for i, path in enumerate(contents + styles):
@@ -253,13 +251,11 @@ def test_files_encode_each_image_once_and_batch(stylizer, tmp_path, monkeypatch)
     encoded = []
     encode = stylizer.encode
     monkeypatch.setattr(stylizer, "encode", lambda x: encoded.append(np.shape(x)) or encode(x))
-    report = stylize.stylize_files(
+    report = stylize_files.stylize_files(
         stylizer,
         [str(p) for p in contents],
         [str(p) for p in styles],
-        output_dir=str(tmp_path / "out"),
-        ext="npy",
-        batch_size=3,
+        stylize_files.FileOptions(output_dir=str(tmp_path / "out"), ext="npy", batch_size=3),
     )
     assert not report.errors and len(report.written) == 6
     assert sorted(encoded) == sorted([(*HW, 3), (*HW, 3), (3, *HW, 3)])

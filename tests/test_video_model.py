@@ -192,7 +192,7 @@ def tiny_dir(tmp_path_factory):
 
 def run_convert(model: str, torch_dir: str, out: str) -> int:
     vgg = os.path.join(torch_dir, ref.VGG_FILE)
-    return convert.main(["--model", model, "--torch-dir", torch_dir, "--vgg", vgg, "--out", out])
+    return convert.main(["--model", model, "--torch_dir", torch_dir, "--vgg", vgg, "--out", out])
 
 
 def test_convert_cli_then_infer(tiny_dir, tmp_path, capsys):
@@ -278,7 +278,7 @@ def test_image_model_files_as_video(tmp_path, capsys):
 
 
 def test_video_params_map_to_release_keys():
-    """Every parameter has one key of the release's files, none shared."""
+    """Every parameter has one key of the release's files, no two the same key."""
     config = models.model_config({"variant": VIDEO, "widths": models.TINY_WIDTHS})
     flat = traverse_util.flatten_dict(models.abstract_params(config)[0])
     locations = {convert.torch_location(path, VIDEO) for path in flat}

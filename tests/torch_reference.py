@@ -1,7 +1,7 @@
-"""Independent PyTorch (NCHW) reference of both models, written from SPEC.md only.
+"""Independent PyTorch (NCHW) reference of both models, written from docs/model.md only.
 
 It is what the parity tests (and benchmarks) hold the JAX code against, so it deliberately
-shares nothing with `flax_style`: every formula below is read off SPEC.md (section numbers in
+shares nothing with `flax_style`: every formula below is read off docs/model.md (section names in
 the comments) and, where the spec is silent, off the official AdaAttN release. Module
 attribute names give the official state-dict keys, so `save_official` / `save_vgg` write files
 that the real converter (`flax_style.convert.load_official`) reads.
@@ -21,13 +21,13 @@ from torch import nn
 VGG_WIDTHS = (64, 128, 256, 512, 512)
 TINY_WIDTHS = (8, 16, 32, 64, 64)
 EPS = 1e-5
-LOSS_LAYERS = (2, 3, 4, 5)  # SPEC 8: relu2_1..relu5_1
+LOSS_LAYERS = (2, 3, 4, 5)  # model.md "Training losses": relu2_1..relu5_1
 DEFAULT_LOSS_WEIGHTS = {"content": 0.0, "global_style": 10.0, "local_style": 3.0}
-# Slices of the VGG `nn.Sequential` ending at relu1_1..relu5_1 (SPEC 1).
+# Slices of the VGG `nn.Sequential` ending at relu1_1..relu5_1 (model.md "Encoder").
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
 
 
-# ----------------------------------------------------------------------------- SPEC 1: VGG
+# -------------------------------------------------------------------------------- model.md: Encoder
 def _pad_conv_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(cin, cout, (3, 3)), nn.ReLU()]
 
@@ -76,7 +76,7 @@ def vgg_widths(vgg: nn.Sequential) -> tuple[int, ...]:
     return tuple(vgg[i].out_channels for i in (2, 9, 16, 29, 42))
 
 
-# ----------------------------------------------------------------------------- SPEC 2: helpers
+# ----------------------------------------------------------------------------- model.md: Statistics
 def calc_mean_std(x: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and sqrt(unbiased var + eps), shaped (N, C, 1, 1)."""
     n, c = x.shape[:2]
@@ -107,7 +107,7 @@ def _hw(x: torch.Tensor) -> tuple[int, int]:
     return int(x.shape[-2]), int(x.shape[-1])
 
 
-# ----------------------------------------------------------------------------- SPEC 3: keys
+# ------------------------------------------------------------------------- model.md: Attention keys
 def get_key(feats: Sequence[torch.Tensor], k: int, mode: str) -> torch.Tensor:
     """Attention key of layer k (1-based) from [F^1..F^5]; mode shallow / single / pair."""
     target = feats[k - 1]
@@ -131,7 +131,7 @@ def key_planes(widths: Sequence[int], k: int, mode: str) -> int:
     return sum(widths[:k])
 
 
-# ----------------------------------------------------------------------------- SPEC 4: AdaAttN
+# -------------------------------------------------------------------------- model.md: AdaAttN block
 def attention_mean_std(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +170,7 @@ def _adaptive_normalize(content: torch.Tensor, mean: torch.Tensor, std: torch.Te
 
 
 class AdaAttN(nn.Module):
-    """SPEC 4. State-dict keys `f.*`, `g.*`, `h.*` as the official block."""
+    """model.md "The AdaAttN block". State-dict keys `f.*`, `g.*`, `h.*` as the official block."""
 
     def __init__(self, in_planes: int, key_planes: int, max_sample: int = 256 * 256):
         super().__init__()
@@ -198,7 +198,7 @@ class AdaAttN(nn.Module):
         return _adaptive_normalize(content, mean, std)
 
 
-# ----------------------------------------------------------------------------- SPEC 5: decoder
+# -------------------------------------------------------------------------------- model.md: Decoder
 class Decoder(nn.Module):
     """Keys `decoder_layer_1.1.*`, `decoder_layer_2.{1,4,7,10,14,17,21,24}.*`."""
 
@@ -234,15 +234,15 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         x = self.decoder_layer_1(x)
         if self.skip:
-            # SPEC 7b: the skip feature follows layer_1's (upsampled) output size.
+            # The resize rule: the skip feature follows layer_1's (upsampled) output size.
             x = torch.cat([x, resize_nearest(skip_feature, _hw(x))], dim=1)
         x = self.decoder_layer_2(x)
         if output_size is not None:
-            x = resize_nearest(x, output_size)  # SPEC 7b: 8x relu4_1 -> input size
+            x = resize_nearest(x, output_size)  # the resize rule: 8x relu4_1 -> input size
         return x
 
 
-# ----------------------------------------------------------------------------- SPEC 6: adaattn
+# -------------------------------------------------------------------------------- model.md: adaattn
 class OfficialTransformer(nn.Module):
     """Keys `attn_adain_4_1.*`, `attn_adain_5_1.*`, `merge_conv.*`."""
 
@@ -263,12 +263,12 @@ class OfficialTransformer(nn.Module):
             c_feats[4], s_feats[4], get_key(c_feats, 5, "shallow"),
             get_key(s_feats, 5, "shallow"), idx.get(5),
         )  # fmt: skip
-        merged = out4 + resize_nearest(upsample2(out5), _hw(out4))  # SPEC 7b
+        merged = out4 + resize_nearest(upsample2(out5), _hw(out4))  # the resize rule
         return self.merge_conv(self.merge_conv_pad(merged))
 
 
 class AdaAttNModel(nn.Module):
-    """The official model: `adaattn_3`, `transformer`, skip `decoder` (SPEC 6)."""
+    """The official model: `adaattn_3`, `transformer`, skip `decoder` (model.md, adaattn)."""
 
     variant = "adaattn"
 
@@ -297,10 +297,10 @@ class AdaAttNModel(nn.Module):
         return self.decoder(t["transformer"], t["adaattn_3"], output_size)
 
 
-# ----------------------------------------------------------------------------- SPEC 7: proposed
+# ------------------------------------------------------------------------------- model.md: proposed
 class ProposedTransformer(nn.Module):
     """Keys `attn_adain_3_1.*`, `attn_adain_2_3_1.*`, `attn_adain_4_1.*`, `attn_adain_5_1.*`,
-    `merge_conv.*` (SPEC 7)."""
+    `merge_conv.*` (model.md "Variant proposed")."""
 
     def __init__(
         self,
@@ -351,7 +351,7 @@ class ProposedTransformer(nn.Module):
 
 
 class ProposedModel(nn.Module):
-    """The paper's model: `transformer` (fusion) and the no-skip `decoder` (SPEC 7)."""
+    """The paper's model: `transformer` (fusion) and the no-skip `decoder` (model.md, proposed)."""
 
     variant = "proposed"
 
@@ -388,7 +388,7 @@ def stylize(vgg: nn.Sequential, model: nn.Module, content: torch.Tensor, style: 
     return out.clamp(0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- SPEC 8: losses
+# ------------------------------------------------------------------------ model.md: Training losses
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(a, b)
 

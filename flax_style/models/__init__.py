@@ -1,6 +1,9 @@
 """Flax modules of flax-style and the one place that builds them from a model config.
 
-A model config is a plain mapping (it is stored as JSON inside every checkpoint):
+A model config is a plain mapping (it is stored as JSON inside every checkpoint). Its defaults,
+`DEFAULT_MODEL_CONFIG`, are the one place the model's default settings are written: the modules
+receive every value, and `configs/default.py` starts its `model` section from them. Fields
+(docs/model.md describes each):
   variant: "proposed" (the paper, default), "adaattn" (official AdaAttN) or "adaattn-video"
     (the official release's video model).
   widths: encoder widths relu1_1..relu5_1; `VGG_WIDTHS` is the real network.

@@ -1,4 +1,4 @@
-"""The AdaAttN block (SPEC section 4) and the video model's cosine-attention form of it."""
+"""The AdaAttN block (docs/model.md, "The AdaAttN block") and the video model's cosine form."""
 
 import flax.linen as nn
 import jax
@@ -25,7 +25,7 @@ class AdaAttN(nn.Module):
 
     in_planes: int
     key_planes: int
-    max_sample: int = 256 * 256
+    max_sample: int
     query_chunk: int | None = None
     dtype: jnp.dtype = jnp.float32
     similarity: str = "softmax"

@@ -1,4 +1,4 @@
-"""The AdaAttN decoder (SPEC section 5)."""
+"""The AdaAttN decoder (docs/model.md, "Decoder")."""
 
 from collections.abc import Sequence
 
@@ -54,7 +54,8 @@ class Decoder(nn.Module):
         if self.skip:
             if skip_feature is None:
                 raise ValueError("this decoder has a skip connection: pass skip_feature")
-            # SPEC 7b: the skip is resized onto the upsampled stream, which stays 8x relu4_1.
+            # The resize rule (docs/model.md): the skip is resized onto the upsampled stream,
+            # which stays 8x relu4_1.
             x = jnp.concatenate([x, ops.match_size(skip_feature, x).astype(x.dtype)], axis=-1)
         x = self._conv(x, w3, "layer_2_1")
         x = self._conv(x, w3, "layer_2_4")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax_style import ops
 from flax_style.models.adaattn import AdaAttN
 from flax_style.models.decoder import Decoder
-from flax_style.models.vgg import VGG_WIDTHS, reflect_pad
+from flax_style.models.vgg import reflect_pad
 
 Features = Sequence[jax.Array]  # [relu1_1 .. relu5_1]
 
@@ -24,21 +24,25 @@ def _keys(feats: Features, mode: str, layers: Sequence[int]) -> dict[int, jax.Ar
 
 
 class AdaAttNNetwork(nn.Module):
-    """Official AdaAttN (variant "adaattn", SPEC 6): shallow keys, relu3_1 skip into the decoder.
+    """Official AdaAttN (variant "adaattn", docs/model.md): shallow keys, relu3_1 skip into the
+    decoder.
+
+    Build it with `models.build_network`: every setting comes from the model config, where the
+    defaults are written.
 
     Attributes:
       widths: encoder widths relu1_1..relu5_1.
       max_sample_3: style positions kept by the relu3_1 block.
       max_sample_45: style positions kept by the relu4_1 and relu5_1 blocks.
-      query_chunk: content positions per attention chunk, or None.
       dtype: compute dtype of convs and matmuls.
+      query_chunk: content positions per attention chunk, or None for one pass.
     """
 
-    widths: Sequence[int] = VGG_WIDTHS
-    max_sample_3: int = 64 * 64
-    max_sample_45: int = 256 * 256
+    widths: Sequence[int]
+    max_sample_3: int
+    max_sample_45: int
+    dtype: jnp.dtype
     query_chunk: int | None = None
-    dtype: jnp.dtype = jnp.float32
 
     def setup(self):
         w = self.widths
@@ -77,21 +81,22 @@ class AdaAttNNetwork(nn.Module):
 
 
 class ProposedNetwork(nn.Module):
-    """The paper's model (variant "proposed", SPEC 7): single/pair-key blocks at relu3_1, single
-    keys at relu4_1/relu5_1, fixed-weight fusion at relu4_1 resolution, decoder without skip.
+    """The paper's model (variant "proposed", docs/model.md): single/pair-key blocks at relu3_1,
+    single keys at relu4_1/relu5_1, fixed-weight fusion at relu4_1 resolution, decoder without
+    skip.
 
     Attributes:
       widths: encoder widths relu1_1..relu5_1 (2 * relu3_1 width must equal relu4_1 width).
       fusion_weights: (w3, w4, w5) of the relu3_1 / relu4_1 / relu5_1 branches.
-      max_sample_3, max_sample_45, query_chunk, dtype: as in `AdaAttNNetwork`.
+      max_sample_3, max_sample_45, dtype, query_chunk: as in `AdaAttNNetwork`.
     """
 
-    widths: Sequence[int] = VGG_WIDTHS
-    fusion_weights: Sequence[float] = (0.1, 0.3, 0.6)
-    max_sample_3: int = 64 * 64
-    max_sample_45: int = 256 * 256
+    widths: Sequence[int]
+    fusion_weights: Sequence[float]
+    max_sample_3: int
+    max_sample_45: int
+    dtype: jnp.dtype
     query_chunk: int | None = None
-    dtype: jnp.dtype = jnp.float32
 
     def setup(self):
         w = self.widths

@@ -1,4 +1,4 @@
-"""The frozen VGG-19 "normalised" encoder of AdaAttN (SPEC section 1)."""
+"""The frozen VGG-19 "normalised" encoder of AdaAttN (docs/model.md, "Encoder")."""
 
 from collections.abc import Sequence
 

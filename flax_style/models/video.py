@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from flax_style import ops
 from flax_style.models.adaattn import AdaAttN
 from flax_style.models.decoder import Decoder
-from flax_style.models.vgg import VGG_WIDTHS
 
 ENCODER_DEPTH = 3  # relu1_1, relu2_1, relu3_1
 
@@ -34,11 +33,13 @@ class AdaAttNVideoNetwork(nn.Module):
       widths: encoder widths relu1_1..relu5_1 (only the first three are used).
       max_sample: style positions kept by the block (a seeded random subset beyond it).
       dtype: compute dtype of convs and matmuls.
+
+    Build it with `models.build_network`: the values come from the model config.
     """
 
-    widths: Sequence[int] = VGG_WIDTHS
-    max_sample: int = 256 * 256
-    dtype: jnp.dtype = jnp.float32
+    widths: Sequence[int]
+    max_sample: int
+    dtype: jnp.dtype
 
     def setup(self):
         w = self.widths

@@ -1,15 +1,16 @@
 """Inference benchmark: stylization seconds and peak resident memory, ours against PyTorch.
 
-    python -m flax_style.bench_infer                      # 256/512/1024 s; RSS at 1024/2048
-    python -m flax_style.bench_infer --sizes 64 128 --memory-sizes 128 --repeats 1   # quick
+    python -m benchmarks.bench_infer                      # 256/512/1024 s; RSS at 1024/2048
+    python -m benchmarks.bench_infer --sizes=64,128 --memory_sizes=128 --repeats=1   # quick
 
 Run from the repository root: the PyTorch side is the independent reference
-`tests/torch_reference.py` (written from SPEC.md; the official algorithm, attention in one
-pass). Both sides use random weights at full widths, square content and style images of the
-same size (which is what makes the one-pass attention quadratic), float32, all CPU cores.
-Each (implementation, size) runs in its own subprocess, so peak RSS figures do not mix; the
-PyTorch worker runs under an address-space limit (`--torch-memory-limit-gib`) so that running
-out of memory fails cleanly instead of invoking the kernel's OOM killer on a shared machine.
+`tests/torch_reference.py` (written from docs/model.md; the official algorithm, attention in
+one pass); ours is `Stylizer.stylize`, the program `infer.py` runs for one pair. Both sides use
+random weights at full widths, square content and style images of the same size (which is
+what makes the one-pass attention quadratic), float32, all CPU cores. Each (implementation,
+size) runs in its own subprocess, so peak RSS figures do not mix; the PyTorch worker runs under
+an address-space limit (`--torch_memory_limit_gib`) so that running out of memory fails cleanly
+instead of invoking the kernel's OOM killer on a machine others use.
 
 Seconds are the median of `--repeats` calls after one warm-up call (ours: the warm-up compiles;
 its time is shown as "first"). Peak RSS is the whole process (Python, libraries, weights,
@@ -18,7 +19,6 @@ compilation included); "base" is the RSS after loading the model, before the fir
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -28,6 +28,11 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+
+from flax_style import cli, errors  # light: the PyTorch workers must not load JAX
+
+PROGRAM = "python -m benchmarks.bench_infer"
 _MIB = 1024  # ru_maxrss is in KiB on Linux
 
 
@@ -44,7 +49,8 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _MIB
 
 
-def _images(size: int):
+def sample_images(size: int) -> list:
+    """Content and style (size x size x 3, float32): 8x8 random colour blocks plus noise."""
     import numpy as np
 
     rng = np.random.default_rng(size)
@@ -77,7 +83,17 @@ def _gpu_peak_gib_jax() -> float | None:
     return stats["peak_bytes_in_use"] / 2**30 if stats else None
 
 
-def _random_stylizer(config: dict, query_chunk: int | None):
+def model_config(variant: str, dtype: str) -> dict:
+    """The model config of `configs/default.py` with another variant and compute dtype."""
+    from configs import default
+    from flax_style import models
+
+    config = default.get_config()
+    config.model.variant, config.model.dtype = variant, dtype
+    return models.model_config({name: config.model[name] for name in models.DEFAULT_MODEL_CONFIG})
+
+
+def random_stylizer(config: dict, query_chunk: int | None):
     """A `Stylizer` with He-normal random weights of `config`'s shapes (no checkpoint needed)."""
     import flax
     import jax.numpy as jnp
@@ -107,11 +123,8 @@ def _worker_ours(
 ) -> dict:
     import jax
 
-    from flax_style import models
-
-    config = models.model_config({"variant": variant, "dtype": dtype})
-    stylizer = _random_stylizer(config, query_chunk or None)
-    content, style = _images(size)
+    stylizer = random_stylizer(model_config(variant, dtype), query_chunk or None)
+    content, style = sample_images(size)
     base = _rss_mib()
     result = _time_calls(lambda: stylizer.stylize(content, style), repeats)
     flops = _stylize_flops(stylizer, content, style)
@@ -127,23 +140,7 @@ def _worker_ours(
 
 def _stylize_flops(stylizer, content, style) -> float:
     """FLOPs of one stylization by XLA's cost model (what TFLOP/s figures divide)."""
-    import jax
-    import numpy as np
-
-    lowered = stylizer._program.fused.lower(  # the call `Stylizer.stylize` makes
-        stylizer.params,
-        stylizer.encoder_params,
-        np.asarray(content, np.float32)[None],
-        [np.asarray(style, np.float32)[None]],
-        np.ones((1,), np.float32),
-        None,
-        np.float32(1.0),
-        jax.random.key(0),
-        np.bool_(False),
-        output_size=tuple(content.shape[:2]),
-        with_content=False,
-    )
-    cost = lowered.compile().cost_analysis()
+    cost = stylizer.lower(content, [style]).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float((cost or {}).get("flops", 0.0))
 
@@ -158,7 +155,7 @@ def _worker_torch(variant: str, size: int, repeats: int) -> dict:
     vgg = ref.init_vgg_(ref.make_vgg(ref.VGG_WIDTHS)).eval().to(device)
     model = ref.init_model_(ref.make_model(variant, ref.VGG_WIDTHS)).eval().to(device)
     content, style = (
-        torch.from_numpy(x.transpose(2, 0, 1)[None].copy()).to(device) for x in _images(size)
+        torch.from_numpy(x.transpose(2, 0, 1)[None].copy()).to(device) for x in sample_images(size)
     )
     base = _rss_mib()
 
@@ -183,27 +180,23 @@ def _worker_torch(variant: str, size: int, repeats: int) -> dict:
     }
 
 
-def _run_worker(impl: str, args, size: int, repeats: int) -> dict:
-    """Runs one (implementation, size) measurement in a fresh subprocess; its result dict."""
+def run_worker(impl: str, settings: dict, size: int, repeats: int) -> dict:
+    """Runs one (implementation, size) measurement in a fresh subprocess; its result dict.
+
+    `settings`: {"variant", "dtype", "query_chunk", "torch_memory_limit_gib"}.
+    """
     command = [
         sys.executable,
         "-m",
-        "flax_style.bench_infer",
-        "--worker",
-        impl,
-        "--variant",
-        args.variant,
-        "--size",
-        str(size),
-        "--repeats",
-        str(repeats),
-        "--query-chunk",
-        str(args.query_chunk),
-        "--dtype",
-        getattr(args, "dtype", "float32"),
+        "benchmarks.bench_infer",
+        f"--worker={impl}",
+        f"--variant={settings['variant']}",
+        f"--size={size}",
+        f"--repeats={repeats}",
+        f"--query_chunk={settings['query_chunk']}",
+        f"--dtype={settings['dtype']}",
+        f"--torch_memory_limit_gib={settings['torch_memory_limit_gib']}",
     ]
-    if impl == "torch":
-        command += ["--torch-memory-limit-gib", str(args.torch_memory_limit_gib)]
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # no fake devices from a test environment
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -230,42 +223,54 @@ def _fmt_mib(result: dict) -> str:
     return peak + (" OOM" if "error" in result else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flax_style.bench_infer", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--variant", default="proposed", choices=("proposed", "adaattn"))
-    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
-    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1024, 2048])
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after a warm-up")
-    parser.add_argument(
-        "--query-chunk", type=int, default=None, help="ours: attention chunk (0: one pass)"
-    )
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--torch-memory-limit-gib", type=float, default=20.0)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.query_chunk is None:
-        from flax_style.stylize import DEFAULT_QUERY_CHUNK
+def _flags() -> flags.FlagValues:
+    values = flags.FlagValues()
+    define = {"flag_values": values}
+    flags.DEFINE_enum("variant", "proposed", ["proposed", "adaattn"], "Model variant.", **define)
+    flags.DEFINE_list("sizes", ["256", "512", "1024"], "Sizes to time (px, square).", **define)
+    flags.DEFINE_list("memory_sizes", ["1024", "2048"], "Sizes for peak RSS only.", **define)
+    flags.DEFINE_integer("repeats", 3, "Timed calls after a warm-up.", **define)
+    flags.DEFINE_integer("query_chunk", None, "Ours: attention chunk (0: one pass).", **define)
+    flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.", **define)
+    flags.DEFINE_float("torch_memory_limit_gib", 20.0, "PyTorch address-space cap.", **define)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.", **define)
+    flags.DEFINE_enum("worker", None, ["ours", "torch"], "(internal) one measurement.", **define)
+    flags.DEFINE_integer("size", None, "(internal) the worker's size.", **define)
+    return values
 
-        args.query_chunk = DEFAULT_QUERY_CHUNK
 
+def _worker(args) -> int:
     if args.worker == "ours":
         result = _worker_ours(args.variant, args.size, args.repeats, args.query_chunk, args.dtype)
         print(json.dumps(result))
         return 0
-    if args.worker == "torch":
-        # An address-space cap on a CUDA process would break the driver's mappings.
-        if not os.path.exists("/dev/nvidia0"):
-            limit = int(args.torch_memory_limit_gib * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(_worker_torch(args.variant, args.size, args.repeats)))
-        return 0
+    # An address-space cap on a CUDA process would break the driver's mappings.
+    if not os.path.exists("/dev/nvidia0"):
+        limit = int(args.torch_memory_limit_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    print(json.dumps(_worker_torch(args.variant, args.size, args.repeats)))
+    return 0
 
+
+@errors.reports_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = cli.parse(_flags(), argv, PROGRAM, __doc__.split("\n\n")[0])
+    if args.query_chunk is None:
+        from flax_style.stylize import DEFAULT_QUERY_CHUNK
+
+        args.query_chunk = DEFAULT_QUERY_CHUNK
+    if args.worker:
+        return _worker(args)
+    settings = {
+        name: args[name].value
+        for name in ("variant", "dtype", "query_chunk", "torch_memory_limit_gib")
+    }
+    sizes, memory_sizes = (
+        cli.int_list(args.sizes, "sizes"),
+        cli.int_list(args.memory_sizes, "memory_sizes"),
+    )
     impls = ["ours"]
-    if not args.no_torch:
+    if args.torch:
         if os.path.isfile(os.path.join("tests", "torch_reference.py")):
             impls.append("torch")
         else:
@@ -280,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     ok = True
-    for size in sorted(set(args.sizes) | set(args.memory_sizes)):
-        repeats = args.repeats if size in args.sizes else 0
+    for size in sorted(set(sizes) | set(memory_sizes)):
+        repeats = args.repeats if size in sizes else 0
         for impl in impls:
-            result = _run_worker(impl, args, size, repeats)
+            result = run_worker(impl, settings, size, repeats)
             seconds = result["error"][:60] if "error" in result else _fmt_s(result)
             if impl == "ours" and "error" in result:
                 ok = False

@@ -1,19 +1,35 @@
 """Training throughput: our data-parallel train step vs the PyTorch reference step.
 
-    python -m flax_style.bench_train --variant proposed --size 256 --batch 8 --steps 5
+    python -m benchmarks.bench_train --variant=proposed --size=256 --batch=8 --steps=5
 
 Run from the repository root (the PyTorch reference lives in `tests/torch_reference.py`). Both
 steps do the same work: encode content and style with a frozen VGG, run the network, encode the
-output, the three AdaAttN losses, backward, Adam (lr 2e-4, beta1 0.5). Random weights and
-images; compile / first-call time is excluded by warm-up steps. Prints images/s of each.
+output, the three AdaAttN losses, backward, Adam (the optimiser of `configs/default.py`). Random
+weights and images; compile / first-call time is excluded by warm-up steps. Prints images/s.
 """
 
-import argparse
+import sys
 import time
 
 import jax
 import numpy as np
 import optax
+from absl import flags
+
+from configs import default
+from flax_style import cli, errors, models, training
+
+PROGRAM = "python -m benchmarks.bench_train"
+
+
+def train_config(variant: str, widths, dtype: str = "float32"):
+    """`configs/default.py` with a random encoder of `widths`, another variant and dtype."""
+    config = default.get_config()
+    config.model.variant = variant
+    config.model.widths = tuple(widths)
+    config.model.dtype = dtype
+    config.model.random_encoder = True
+    return config
 
 
 def bench_jax(
@@ -21,33 +37,13 @@ def bench_jax(
 ) -> tuple[float, float]:
     """(images/s, FLOPs per step from XLA's cost model) of `training.train_step` compiled over
     all local devices, in compute `dtype`."""
-    import ml_collections
-
-    from flax_style import models, training
-
-    model = ml_collections.ConfigDict(
-        {
-            "variant": variant,
-            "widths": widths,
-            "fusion_weights": (0.1, 0.3, 0.6),
-            "max_sample_3": 64 * 64,
-            "max_sample_45": 256 * 256,
-            "dtype": dtype,
-            "vgg_path": "",
-            "random_encoder": True,
-        }
-    )
-    config = ml_collections.ConfigDict({"model": model})
-    encoder_params, widths = training.load_encoder(model, 1)
+    config = train_config(variant, widths, dtype)
+    encoder_params, widths = training.load_encoder(config.model, config.seed + 1)
     model_config = training.model_config_from(config, widths)
-    state = training.create_train_state(0, model_config, optax.adam(2e-4, b1=0.5))
-    loss_config = {
-        "content": 0.0,
-        "global_style": 10.0,
-        "local_style": 3.0,
-        "key_mode": "shallow",
-        "max_sample": 64 * 64,
-    }
+    # Adam at the configured rate (the schedule changes no work per step).
+    tx = optax.adam(config.optim.lr, b1=config.optim.b1, b2=config.optim.b2)
+    state = training.create_train_state(config.seed, model_config, tx, config.model.init_std)
+    loss_config = training.loss_config_from(config)
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     replicated = jax.NamedSharding(mesh, jax.P())
     sharded = jax.NamedSharding(mesh, jax.P("data"))
@@ -85,7 +81,8 @@ def bench_torch(variant: str, widths, size: int, batch: int, steps: int, warmup:
     for p in vgg.parameters():
         p.requires_grad_(False)
     model = ref.make_model(variant, widths).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optim = default.get_config().optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, betas=(optim.b1, optim.b2))
     content = torch.rand(batch, 3, size, size, device=device)
     style = torch.rand(batch, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
@@ -110,33 +107,40 @@ def bench_torch(variant: str, widths, size: int, batch: int, steps: int, warmup:
     return steps * batch / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("proposed", "adaattn"), default="proposed")
-    parser.add_argument("--size", type=int, default=256, help="square crop size")
-    parser.add_argument("--batch", type=int, default=8, help="global batch")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compile)")
-    parser.add_argument("--tiny", action="store_true", help="tiny widths (8, 16, 32, 64, 64)")
-    parser.add_argument("--skip-torch", action="store_true", help="time only the JAX step")
-    args = parser.parse_args(argv)
-    widths = (8, 16, 32, 64, 64) if args.tiny else (64, 128, 256, 512, 512)
+def _flags() -> flags.FlagValues:
+    values = flags.FlagValues()
+    define = {"flag_values": values}
+    flags.DEFINE_enum("variant", "proposed", ["proposed", "adaattn"], "Model variant.", **define)
+    flags.DEFINE_integer("size", 256, "Square crop size.", **define)
+    flags.DEFINE_integer("batch", 8, "Global batch.", **define)
+    flags.DEFINE_integer("steps", 5, "Timed steps.", **define)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps (compile).", **define)
+    flags.DEFINE_bool("tiny", False, "Tiny widths (models.TINY_WIDTHS).", **define)
+    flags.DEFINE_bool("torch", True, "Also time the PyTorch reference step.", **define)
+    return values
+
+
+@errors.reports_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = cli.parse(_flags(), argv, PROGRAM, __doc__.split("\n\n")[0])
+    widths = models.TINY_WIDTHS if args.tiny else default.get_config().model.widths
     setting = (
-        f"{args.variant}, widths {widths}, {args.size}x{args.size}, batch {args.batch}, "
+        f"{args.variant}, widths {tuple(widths)}, {args.size}x{args.size}, batch {args.batch}, "
         f"{args.steps} timed steps"
     )
     print(f"train step: {setting}")
     print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
     ours, _ = bench_jax(args.variant, widths, args.size, args.batch, args.steps, args.warmup)
     print(f"flax-style (jit(shard_map)) : {ours:8.2f} images/s")
-    if not args.skip_torch:
+    if args.torch:
         import torch
 
         theirs = bench_torch(args.variant, widths, args.size, args.batch, args.steps, args.warmup)
         threads = torch.get_num_threads()
         print(f"PyTorch reference (eager, {threads} threads): {theirs:8.2f} images/s")
         print(f"ratio flax-style / PyTorch: {ours / theirs:.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
