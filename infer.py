@@ -26,10 +26,10 @@ def _flags() -> flags.FlagValues:
     define = {"flag_values": values}
     flags.DEFINE_string("checkpoint", None, "Checkpoint directory.", **define)
     flags.DEFINE_multi_string(
-        "content", None, "Content image(s): files, folders or globs (repeat the flag).", **define
+        "content", None, "Content image(s): files, folders or globs (repeat the flag)", **define
     )
     flags.DEFINE_multi_string(
-        "style", None, "Style image(s): files, folders or globs (repeat the flag).", **define
+        "style", None, "Style image(s): files, folders or globs (repeat the flag)", **define
     )
     flags.DEFINE_string(
         "output", None, "Output file of one pair (.png/.jpg/.webp, .npy).", **define

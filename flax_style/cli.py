@@ -32,7 +32,8 @@ def parse(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
-        print(f"usage: {program} [flags]\n\n{about}\n\n{flag_values.get_help()}")
+        listing = flag_values.get_help(include_special_flags=False)
+        print(f"usage: {program} [flags]\n\n{about}\n\n{listing}")
         raise SystemExit(0)
     flag_values.unparse_flags()
     try:

@@ -211,8 +211,8 @@ def parse_zoom(text: str) -> tuple[float, float, float, float]:
 def _flags() -> flags.FlagValues:
     values = flags.FlagValues()
     define = {"flag_values": values}
-    flags.DEFINE_multi_string("checkpoint", None, "Checkpoint directory (repeat).", **define)
-    flags.DEFINE_multi_string("label", None, "Column label per --checkpoint (repeat).", **define)
+    flags.DEFINE_multi_string("checkpoint", None, "Checkpoint directory (repeat)", **define)
+    flags.DEFINE_multi_string("label", None, "Column label per --checkpoint (repeat)", **define)
     flags.DEFINE_string("content", None, "Folder of content images (recursive).", **define)
     flags.DEFINE_string("style", None, "Folder of style images (recursive).", **define)
     flags.DEFINE_string("out", None, "Output folder.", **define)

@@ -159,3 +159,11 @@ def test_flag_errors(ckpt, folders, tmp_path, capsys):
     assert err.startswith("error: ") and "no_such_flag" in err and err.count("\n") == 1
     assert run(ckpt, *pair, "--output", tmp_path / "o.png") == 1
     assert "use --output_dir" in capsys.readouterr().err
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("usage: python infer.py")
+    assert "--output_dir" in out and "--[no]preserve_color" in out and "flagfile" not in out
