@@ -73,6 +73,7 @@ def _weights(text: list[str] | None) -> tuple[float, ...] | None:
 @errors.reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(_flags(), argv, PROGRAM, __doc__.split("\n\n")[0])
+    cli.enable_compilation_cache()
     import jax  # after the flags: `--help` and flag errors stay fast
     from absl import logging as absl_logging
 

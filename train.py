@@ -17,7 +17,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_style import errors, training
+from flax_style import cli, errors, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and config.")
@@ -54,6 +54,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.enable_compilation_cache()
     if FLAGS.distributed or (FLAGS.distributed is None and _launched_multihost()):
         jax.distributed.initialize()
     logging.info(

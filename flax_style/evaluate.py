@@ -237,6 +237,7 @@ def _flags() -> flags.FlagValues:
 def main(argv: list[str] | None = None) -> int:
     about = "Stylize every content/style pair with each checkpoint; write metrics.csv, the "
     args = cli.parse(_flags(), argv, PROGRAM, about + "stylized images and comparison sheets.")
+    cli.enable_compilation_cache()
     if bool(args.lpips_weights) != bool(args.lpips_backbone):
         raise cli.UsageError("LPIPS needs both --lpips_weights and --lpips_backbone")
     zoom = parse_zoom(args.zoom) if args.zoom else sheets.DEFAULT_ZOOM
