@@ -1,12 +1,13 @@
 """The one convention of every flax-style command-line tool.
 
 Flags are absl flags (as `train.py`'s `--config` needs `ml_collections.config_flags`):
-`--name=value` or `--name value`, underscores in names, `--[no]switch` for booleans, a repeated
-flag for lists of paths. Each tool defines its flags on its own `flags.FlagValues` (so several
-tools can live in one process, e.g. the tests) and parses them with `parse`; a bad flag is a
-`UsageError`, reported like every other user mistake by `errors.reports_user_errors`: one line
-`error: ...` and exit status 2. Every tool that compiles turns on JAX's persistent compilation
-cache with `enable_compilation_cache` (moved or disabled with `FLAX_STYLE_COMPILATION_CACHE`).
+`--name=value` or `--name value`, underscores in names (hyphens accepted: `--output-dir`),
+`--[no]switch` for booleans, a repeated flag for lists of paths. Each tool defines its flags on its
+own `flags.FlagValues` (so several tools can live in one process, e.g. the tests) and parses them
+with `parse`; a bad flag is a `UsageError`, reported like every other user mistake by
+`errors.reports_user_errors`: one line `error: ...` and exit status 2. Every tool that compiles
+turns on JAX's persistent compilation cache with `enable_compilation_cache` (moved or disabled with
+`FLAX_STYLE_COMPILATION_CACHE`).
 """
 
 import os
@@ -38,6 +39,7 @@ def parse(
         print(f"usage: {program} [flags]\n\n{about}\n\n{listing}")
         raise SystemExit(0)
     flag_values.unparse_flags()
+    argv = [_underscored(arg, flag_values) for arg in argv]
     try:
         rest = flag_values([program, *argv])
     except flags.Error as error:
@@ -48,6 +50,20 @@ def parse(
             f"(see {program} --help)"
         )
     return flag_values
+
+
+def _underscored(arg: str, flag_values: flags.FlagValues) -> str:
+    """`--output-dir=x` -> `--output_dir=x` when that is a flag: the hyphenated spelling of
+    GNU-style tools (and of this project's earlier releases) keeps working."""
+    if not arg.startswith("--") or "-" not in arg[2:].split("=", 1)[0]:
+        return arg
+    name, sep, value = arg[2:].partition("=")
+    for prefix in ("", "no"):  # --no-random-flip -> --norandom_flip
+        spelled = name.removeprefix(prefix + "-") if prefix else name
+        underscored = spelled.replace("-", "_")
+        if underscored in flag_values:
+            return f"--{prefix}{underscored}{sep}{value}"
+    return arg
 
 
 def int_list(values: Sequence[str], flag: str) -> list[int]:
