@@ -41,12 +41,17 @@ def mvn(x: jax.Array, eps: float = EPS) -> jax.Array:
     return (x.astype(mean.dtype) - mean) / std
 
 
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray | jax.Array:
     """Source indices of PyTorch's `F.interpolate(mode="nearest")` along one axis.
 
     PyTorch computes `min(floor(dst * float32(in / out)), in - 1)` in float32; reproducing the
-    float32 rounding keeps non-integer ratios index-exact.
+    float32 rounding keeps non-integer ratios index-exact. Symbolic sizes (`jax.export`) get the
+    same float32 arithmetic in the graph, so an exported model indexes exactly like this one.
     """
+    if not (isinstance(in_size, int) and isinstance(out_size, int)):
+        scale = jnp.asarray(in_size, jnp.float32) / jnp.asarray(out_size, jnp.float32)
+        src = jnp.floor(jnp.arange(out_size, dtype=jnp.float32) * scale).astype(jnp.int32)
+        return jnp.minimum(src, jnp.asarray(in_size, jnp.int32) - 1)
     if in_size == out_size:
         return np.arange(out_size)
     scale = np.float32(in_size) / np.float32(out_size)
@@ -106,10 +111,38 @@ def key_channels(widths: Sequence[int], layer: int, mode: str) -> int:
 
 
 def sample_positions(rng: jax.Array, num_positions: int, max_sample: int) -> jax.Array | None:
-    """Indices of a random subset of `max_sample` style positions, or None to keep all."""
-    if num_positions <= max_sample:
-        return None
-    return jax.random.permutation(rng, num_positions)[:max_sample]
+    """Indices of a random subset of `max_sample` style positions, or None to keep all.
+
+    A symbolic `num_positions` (`jax.export`) always gets `min(num_positions, max_sample)`
+    indices: the same subset when it is larger, else every position in order.
+    """
+    if isinstance(num_positions, int):
+        if num_positions <= max_sample:
+            return None
+        return jax.random.permutation(rng, num_positions)[:max_sample]
+    drawn = jnp.asarray(num_positions) > max_sample
+    order = jnp.where(drawn, _permutation(rng, num_positions), jnp.arange(num_positions))
+    return order[: jax.core.min_dim(num_positions, max_sample)]
+
+
+# Largest sizes `jax.random.permutation` shuffles in 1 and 2 rounds: it sorts by fresh random
+# bits ceil(3 ln(n) / ln(2^32 - 1)) times (a Python int of the size, 3 rounds above these).
+PERMUTATION_ROUNDS_UPTO = (1625, 2642245)
+
+
+def _permutation(rng: jax.Array, size) -> jax.Array:
+    """`jax.random.permutation(rng, size)` for a symbolic size: every round count is computed
+    and the one `size` needs is picked (the sorts are cheap next to the attention)."""
+    x = jnp.arange(size)
+    rounds = []
+    for _ in range(len(PERMUTATION_ROUNDS_UPTO) + 1):
+        rng, subkey = jax.random.split(rng)
+        _, x = jax.lax.sort_key_val(jax.random.bits(subkey, (size,), jnp.uint32), x)
+        rounds.append(x)
+    out, size = rounds[-1], jnp.asarray(size)
+    for upto, shuffled in zip(PERMUTATION_ROUNDS_UPTO[::-1], rounds[-2::-1], strict=True):
+        out = jnp.where(size <= upto, shuffled, out)
+    return out
 
 
 def attention_mean_std(
@@ -149,8 +182,11 @@ def attention_mean_std(
         return jnp.einsum("bqn,bnc->bqc", weights, moments_value, preferred_element_type=accumulate)
 
     b, n_q, k = query.shape
-    if query_chunk is None or n_q <= query_chunk:
+    if query_chunk is None or (isinstance(n_q, int) and n_q <= query_chunk):
         moments = attend(query)
+    elif not isinstance(n_q, int):  # symbolic (`jax.export`)
+        out = jnp.zeros((b, n_q, moments_value.shape[-1]), accumulate)
+        moments = _map_row_chunks(attend, query, out, jax.core.min_dim(n_q, query_chunk))
     else:
         num_chunks = -(-n_q // query_chunk)
         padded = jnp.pad(query, ((0, 0), (0, num_chunks * query_chunk - n_q), (0, 0)))
@@ -210,6 +246,22 @@ def cosine_attention_mean_std(
     channels = value.shape[-1]
     mean, second = moments[..., :channels], moments[..., channels:]
     return mean, jnp.sqrt(jax.nn.relu(second - mean * mean))
+
+
+def _map_row_chunks(fn, rows: jax.Array, out: jax.Array, chunk) -> jax.Array:
+    """`out` with `fn` applied to (b, chunk, .) row blocks of `rows`, for a symbolic row count.
+
+    Padding to a multiple of a symbolic chunk defeats the shape solver, so the last block is
+    moved back to end at the last row instead: it repeats a few rows, which are independent.
+    """
+    n = rows.shape[1]
+
+    def body(i, out):
+        start = jnp.minimum(i * jnp.asarray(chunk), jnp.asarray(n) - jnp.asarray(chunk))
+        block = fn(jax.lax.dynamic_slice_in_dim(rows, start, chunk, axis=1))
+        return jax.lax.dynamic_update_slice_in_dim(out, block, start, axis=1)
+
+    return jax.lax.fori_loop(0, jnp.asarray((n + chunk - 1) // chunk), body, out)
 
 
 def adaptive_normalize(content: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:

@@ -24,7 +24,7 @@ import collections
 import dataclasses
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -265,6 +265,21 @@ class Stylizer:
         analysis: the benchmarks' FLOP counts)."""
         args, static = self._fused_args(content, styles, Controls(**controls))
         return self._program.fused.lower(*args, **static)
+
+    def stylize_function(self, **controls: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """`stylize(content, style, **controls)` as a traceable function, weights closed over.
+
+        The program `stylize` runs, for (h, w, 3) and (h', w', 3) float32 arrays whose sizes
+        may be symbolic (`flax_style.export` serializes it); sizes are not checked here.
+        """
+        controls = Controls(**controls)
+
+        def stylize_one(content: jax.Array, style: jax.Array) -> jax.Array:
+            blend, static = _blend(content[None], 1, controls)
+            args = (self.params, self.encoder_params, content[None], [style[None]], blend)
+            return self._program.fused(*args, **static)[0]
+
+        return stylize_one
 
     def encode(self, images: np.ndarray) -> Features:
         """Encoder features [relu1_1 .. relu5_1] of (h, w, 3) or (b, h, w, 3) images."""

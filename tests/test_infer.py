@@ -14,18 +14,10 @@ import pytest
 from PIL import Image
 
 import infer
-from flax_style import checkpoint, image_io, stylize
-from tests.test_stylize import CONFIG, HW, make_stylizer, random_image
+from flax_style import image_io, stylize
+from tests.test_stylize import HW, random_image
 
 STYLE_HW = (29, 40)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    stylizer = make_stylizer()
-    root = str(tmp_path_factory.mktemp("ckpt"))
-    checkpoint.save_model(root, stylizer.params, stylizer.encoder_params, CONFIG)
-    return root
 
 
 @pytest.fixture(scope="module")

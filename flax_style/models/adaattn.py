@@ -46,10 +46,10 @@ class AdaAttN(nn.Module):
         style_key = style_key.reshape(b, -1, 1, style_key.shape[-1])
         style = style.reshape(b, -1, 1, style.shape[-1])
         # 1x1 convs commute with a gather over positions: subsample first, project fewer.
+        n_style = style.shape[1]
+        drawn = not isinstance(n_style, int) or n_style > self.max_sample  # symbolic: maybe
         keep = ops.sample_positions(
-            self.make_rng("sample") if style.shape[1] > self.max_sample else None,
-            style.shape[1],
-            self.max_sample,
+            self.make_rng("sample") if drawn else None, n_style, self.max_sample
         )
         if keep is not None:
             style_key, style = style_key[:, keep], style[:, keep]

@@ -43,9 +43,13 @@ def reflect_pad(x: jax.Array) -> jax.Array:
 
 
 def max_pool_ceil(x: jax.Array) -> jax.Array:
-    """2x2 / stride 2 max-pool with `ceil_mode=True`: odd sizes keep a last, partial window."""
-    h, w = x.shape[1:3]
-    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
+    """2x2 / stride 2 max-pool with `ceil_mode=True`: odd sizes keep a last, partial window.
+
+    One row and column of -inf are always appended: an even size never reaches them (VALID
+    windows stop at h - 1), so this is ceil mode for every size, and the output size
+    `(h - 1) // 2 + 1` stays a simple expression for symbolic sizes (`flax_style.export`).
+    """
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), constant_values=-jnp.inf)
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
