@@ -152,14 +152,18 @@ class _Program:
             rngs={"sample": key},
         )
 
-    def _render(
+    def _render(self, params, content, content_feats, styles_feats, blend, **static):
+        """The folder program: from encoded features (see `_blend_and_decode`)."""
+        self.traces["render"] += 1
+        return self._blend_and_decode(params, content, content_feats, styles_feats, blend, **static)
+
+    def _blend_and_decode(
         self, params, content, content_feats, styles_feats, blend, *, output_size, with_content
     ):
         """Decoder-input blend of `T(c, s_i)` (and `T(c, c)`), decoded at `output_size`.
 
         `blend` = {"weights", "mask", "alpha", "key", "preserve_color"}, all traced.
         """
-        self.traces["render"] += 1
         mask = blend["mask"]
         mix = None
         for i, style_feats in enumerate(styles_feats):
@@ -184,7 +188,7 @@ class _Program:
         self.traces["fused"] += 1
         content_feats = self._encode(encoder_params, content)
         styles_feats = [self._encode(encoder_params, style) for style in styles]
-        return self._render(params, content, content_feats, styles_feats, blend, **static)
+        return self._blend_and_decode(params, content, content_feats, styles_feats, blend, **static)
 
 
 def _unwrap(tree: Any) -> Any:

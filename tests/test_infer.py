@@ -43,15 +43,19 @@ def test_one_pair_png_and_npy(ckpt, folders, tmp_path):
     """Content size kept (37x45, not a multiple of 16); .npy is the float result before
     clipping, the PNG its clipped, x255-truncated uint8 image."""
     pair = ["--content", folders / "contents" / "c0.png", "--style", folders / "styles" / "s0.png"]
+    stylizer = stylize.load_stylizer(ckpt)  # shares its compiled programs with infer.py's
+    before = dict(stylizer.traces)
     assert run(ckpt, *pair, "--output", tmp_path / "out.npy", "--batch_size", 1) == 0
     assert run(ckpt, *pair, "--output", tmp_path / "out.png") == 0
+    # One pair runs the single-pair program (traced once for both runs), never encode + render.
+    assert stylizer.traces["fused"] == before.get("fused", 0) + 1
+    assert stylizer.traces["render"] == before.get("render", 0)
     result = np.load(tmp_path / "out.npy")
     assert result.shape == (*HW, 3) and result.dtype == np.float32
     pixels = np.asarray(Image.open(tmp_path / "out.png"))
     np.testing.assert_array_equal(pixels, (np.clip(result, 0, 1) * 255).astype(np.uint8))
     # Exactly the library's single-pair call on the same pixels: one compiled program, the one
     # the benchmarks time.
-    stylizer = stylize.load_stylizer(ckpt)
     content = image_io.load_image(str(folders / "contents" / "c0.png"))
     style = image_io.load_image(str(folders / "styles" / "s0.png"))
     traces = stylizer.traces["fused"]
