@@ -2,12 +2,12 @@
 
 Flags are absl flags (as `train.py`'s `--config` needs `ml_collections.config_flags`):
 `--name=value` or `--name value`, underscores in names (hyphens accepted: `--output-dir`),
-`--[no]switch` for booleans, a repeated flag for lists of paths. Each tool defines its flags on its
-own `flags.FlagValues` (so several tools can live in one process, e.g. the tests) and parses them
+`--[no]switch` for booleans, a repeated flag for lists of paths. Each tool defines its flags on
+its own `flags.FlagValues` (several tools can live in one process, e.g. pytest) and parses them
 with `parse`; a bad flag is a `UsageError`, reported like every other user mistake by
 `errors.reports_user_errors`: one line `error: ...` and exit status 2. Every tool that compiles
-turns on JAX's persistent compilation cache with `enable_compilation_cache` (moved or disabled with
-`FLAX_STYLE_COMPILATION_CACHE`).
+turns on JAX's persistent compilation cache with `enable_compilation_cache` (moved or disabled
+with `FLAX_STYLE_COMPILATION_CACHE`).
 """
 
 import os

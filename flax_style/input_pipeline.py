@@ -313,5 +313,5 @@ def create_dataset(
 
 
 def take(iterator: Iterator[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
-    """The next `count` batches (tests and image grids)."""
+    """The next `count` batches (test checks and image grids)."""
     return [next(iterator) for _ in range(count)]

@@ -132,7 +132,7 @@ class _Program:
     def __init__(self, model_config: dict[str, Any], query_chunk: int | None):
         self.encoder = models.build_encoder(model_config, models.encoder_depth(model_config))
         self.network = models.build_network(model_config, query_chunk=query_chunk)
-        self.traces = collections.Counter()  # traces per entry point (recompile tests)
+        self.traces = collections.Counter()  # traces per entry point (recompilation checks)
         static = ("output_size", "with_content")
         self.encode = jax.jit(self._encode)
         self.render = jax.jit(self._render, static_argnames=static)

@@ -30,7 +30,7 @@ from flax_style.models.video import AdaAttNVideoNetwork
 
 VIDEO = "adaattn-video"
 VARIANTS = ("proposed", "adaattn", VIDEO)
-TINY_WIDTHS = (8, 16, 32, 64, 64)  # wiring tests: same graph, ~1/64 of the compute
+TINY_WIDTHS = (8, 16, 32, 64, 64)  # wiring checks: same graph, ~1/64 of the compute
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "variant": "proposed",

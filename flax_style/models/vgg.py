@@ -61,7 +61,7 @@ class VGGEncoder(nn.Module):
     """VGG-19 normalised encoder; input RGB in [0, 1], NHWC.
 
     Attributes:
-      widths: channels of relu1_1..relu5_1 (the real network is `VGG_WIDTHS`; tests use tiny).
+      widths: channels of relu1_1..relu5_1 (`VGG_WIDTHS`; the test suite also uses tiny ones).
       dtype: conv compute dtype (float32, or bfloat16 for mixed precision).
       depth: outputs relu1_1..relu{depth}_1 and stops there (the video model needs 3).
     """
