@@ -116,5 +116,3 @@ def _lookup(state: Mapping[str, np.ndarray], path: str, keys: Sequence[str]) -> 
         if key in state:
             return state[key]
     raise EvaluationError(f"{path}: missing key {keys[0]!r}")
-
-
