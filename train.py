@@ -4,33 +4,74 @@ r"""Trains a flax-style model (data parallel over every device of every process)
       --config.model.vgg_path=models/vgg_normalised.pth \
       --config.data.content=folder:/data/coco/train2014 --config.data.style=folder:/data/wikiart
 
-Re-running the same command resumes from the latest checkpoint in --workdir. Multi-host (e.g.
-one SLURM task per host): `jax.distributed.initialize()` is called when --distributed is set or
-a cluster launcher is detected. This file is intentionally kept short; the work is in
-`flax_style.training`.
+Re-running the same command resumes from the latest checkpoint in --workdir. Any config field
+can be overridden: --config.optim.lr=1e-4 (the fields and their defaults are listed below).
+Multi-host (e.g. one SLURM task per host): `jax.distributed.initialize()` is called when
+--distributed is set or a cluster launcher is detected.
 """
+
+# This file is kept short on purpose: the work is in `flax_style.training`.
 
 import logging as pylogging
 import os
+import sys
 
-import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from flax_style import cli, errors, training
+from flax_style import cli, errors
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and config.")
-flags.DEFINE_bool(
-    "distributed",
-    None,
-    "Call jax.distributed.initialize() (multi-host). Default: auto, when SLURM_NTASKS > 1, "
-    "OMPI_COMM_WORLD_SIZE > 1 or JAX_COORDINATOR_ADDRESS is set.",
-)
-config_flags.DEFINE_config_file(
-    "config", None, "Training config file (configs/*.py).", lock_config=True
-)
-flags.mark_flags_as_required(["config", "workdir"])
+PROGRAM = "python train.py"
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+
+def _flags(argv: list[str]) -> flags.FlagValues:
+    values = flags.FlagValues()
+    define = {"flag_values": values}
+    flags.DEFINE_string(
+        "workdir", None, "Directory for checkpoints, TensorBoard logs and config.", **define
+    )
+    flags.DEFINE_bool(
+        "distributed",
+        None,
+        "Call jax.distributed.initialize() (multi-host). Default: auto, when SLURM_NTASKS > 1, "
+        "OMPI_COMM_WORLD_SIZE > 1 or JAX_COORDINATOR_ADDRESS is set.",
+        **define,
+    )
+    # `sys_argv`: config_flags finds the `--config.x.y` overrides there (not in sys.argv), so
+    # that `main` runs on any argv (tests call it in-process).
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Training config file (configs/*.py).",
+        lock_config=True,
+        sys_argv=[PROGRAM, *argv],
+        **define,
+    )
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=values)
+    return values
+
+
+def _config_fields(argv: list[str]) -> str:
+    """The `--config.x.y=default` lines of the config that `argv` names (default.py if none)."""
+    path = cli.flag_value(argv, "config") or DEFAULT_CONFIG
+    values = _flags([f"--config={path}"])
+    try:
+        values([PROGRAM, f"--config={path}", "--workdir=."])
+    except Exception as error:  # the help still lists the flags
+        return f"config fields: cannot load {path} ({type(error).__name__})"
+    lines = [f"config fields of {path} (override with --config.FIELD=VALUE):"]
+    for field, value in _flatten(values.config.to_dict()):
+        lines.append(f"  --config.{field}={value!r}")
+    return "\n".join(lines)
+
+
+def _flatten(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _launched_multihost() -> bool:
@@ -50,12 +91,22 @@ class _QuietOrbax:
 
 
 @errors.reports_user_errors
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    about = __doc__.strip()
+    args = cli.parse(_flags(argv), argv, PROGRAM, about, lambda: _config_fields(argv))
+    cli.check_writable_dir(args.workdir, "workdir")
+    if not flags.FLAGS.is_parsed():  # absl logging reads its own flags: keep their defaults
+        flags.FLAGS.mark_as_parsed()
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_QuietOrbax())
     cli.enable_compilation_cache()
-    if FLAGS.distributed or (FLAGS.distributed is None and _launched_multihost()):
+    import jax  # after the flags: `--help` and flag errors stay fast
+
+    from flax_style import training
+
+    if args.distributed or (args.distributed is None and _launched_multihost()):
         jax.distributed.initialize()
     logging.info(
         "JAX process %d/%d, local devices: %s",
@@ -63,8 +114,9 @@ def main(argv):
         jax.process_count(),
         jax.local_devices(),
     )
-    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    training.train_and_evaluate(args.config, args.workdir)
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

@@ -87,6 +87,11 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
     root = os.path.abspath(directory)
     if os.path.isdir(os.path.join(root, "checkpoints")):
         root = os.path.join(root, "checkpoints")
+    if os.path.isfile(root):
+        raise CheckpointError(
+            f"{directory}: is a file, not a checkpoint directory; pass the folder that holds the "
+            "numbered steps (or the train --workdir)"
+        )
     if not os.path.isdir(root):
         raise CheckpointError(f"{directory}: no such checkpoint directory; {MAKE_CHECKPOINT_HINT}")
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
@@ -113,9 +118,33 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
             f"{directory}: not a readable flax-style model checkpoint "
             f"({type(error).__name__}: {detail}); {MAKE_CHECKPOINT_HINT}"
         ) from error
+    check_finite(
+        {"params": restored["params"], "encoder": restored["encoder"]}, f"{directory} step {step}"
+    )
     to_device = lambda tree: jax.tree.map(jax.numpy.asarray, tree)  # noqa: E731
     config = models.model_config(restored["model_config"])
     return to_device(restored["params"]), to_device(restored["encoder"]), config
+
+
+def count_nonfinite(tree: Any) -> tuple[int, int]:
+    """(arrays holding a NaN or Inf, all arrays) of a parameter tree."""
+    leaves = jax.tree.leaves(tree)
+    finite = jax.device_get([jax.numpy.isfinite(leaf).all() for leaf in leaves])
+    return sum(not ok for ok in finite), len(leaves)
+
+
+def check_finite(tree: Any, where: str) -> None:
+    """Refuses parameters with a NaN or Inf (they stylize to a black image, or train nothing).
+
+    Raises:
+      CheckpointError: naming `where` and how many arrays are not finite.
+    """
+    bad, total = count_nonfinite(tree)
+    if bad:
+        raise CheckpointError(
+            f"{where}: {bad} of {total} parameter arrays hold NaN/Inf (a diverged training run "
+            "or bad converted weights); use an earlier checkpoint, or train/convert again"
+        )
 
 
 def train_manager(

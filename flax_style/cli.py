@@ -11,8 +11,10 @@ with `FLAX_STYLE_COMPILATION_CACHE`).
 """
 
 import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 
 from absl import flags
 
@@ -24,19 +26,25 @@ class UsageError(errors.UserError):
 
 
 def parse(
-    flag_values: flags.FlagValues, argv: Sequence[str] | None, program: str, about: str
+    flag_values: flags.FlagValues,
+    argv: Sequence[str] | None,
+    program: str,
+    about: str,
+    more_help: Callable[[], str] | None = None,
 ) -> flags.FlagValues:
     """Parses `argv` (the arguments after the program name; `sys.argv[1:]` when None).
 
-    `--help` prints `about` and the flags, then exits with status 0.
+    `--help` prints `about`, the flags and `more_help()`, then exits with status 0.
 
     Raises:
-      UsageError: an unknown flag, a bad value, a missing required flag, a stray argument.
+      UsageError: an unknown flag, a bad value, a missing required flag, a stray argument, a
+        config file (`config_flags`) that does not load or a config field that does not exist.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         listing = flag_values.get_help(include_special_flags=False)
-        print(f"usage: {program} [flags]\n\n{about}\n\n{listing}")
+        extra = f"\n\n{more_help()}" if more_help else ""
+        print(f"usage: {program} [flags]\n\n{about}\n\n{listing}{extra}")
         raise SystemExit(0)
     flag_values.unparse_flags()
     argv = [_underscored(arg, flag_values) for arg in argv]
@@ -44,12 +52,53 @@ def parse(
         rest = flag_values([program, *argv])
     except flags.Error as error:
         raise UsageError(f"{error} (see {program} --help)") from None
+    except (AttributeError, KeyError) as error:  # config_flags: an override of no config field
+        raise UsageError(_config_field_message(error, argv, program)) from None
+    except Exception as error:  # config_flags runs the config file: anything it raises
+        raise UsageError(_config_file_message(error, argv)) from None
+    for name in flag_values:  # config_flags defers a failed load to the first attribute access
+        try:
+            getattr(flag_values[name].value, "to_dict", None)
+        except OSError as error:
+            raise UsageError(_config_file_message(error, argv)) from None
     if len(rest) > 1:
         raise UsageError(
             f"unexpected argument(s) {' '.join(rest[1:])}: every input is a --flag "
             f"(see {program} --help)"
         )
     return flag_values
+
+
+def _config_field_message(error: Exception, argv: Sequence[str], program: str) -> str:
+    """One line for `--config.optim.lrr=1`, keeping config_flags' "Did you mean" hint."""
+    text = str(error)
+    suggestion = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    named = re.search(r"'([^'\\]+)", text)
+    field = suggestion[2] if suggestion else named[1] if named else text
+    hint = f"; did you mean {suggestion[1]!r}?" if suggestion else ""
+    flag = next((a.split("=", 1)[0] for a in argv if f".{field}" in a.split("=", 1)[0]), None)
+    if flag is None:  # e.g. `--config.optim.lr.x=1`: "'float' object has no attribute 'x'"
+        return f"a --config override: {' '.join(text.split())} (see {program} --help)"
+    return f"{flag}: the config has no field {field!r}{hint} (see {program} --help)"
+
+
+def _config_file_message(error: Exception, argv: Sequence[str]) -> str:
+    """One line for a `--config` file that is missing or raises while loading."""
+    text = " ".join(str(error).split())
+    path = flag_value(argv, "config")
+    if isinstance(error, OSError) and "No such file" in text:
+        return f"--config {path}: no such config file; e.g. --config configs/default.py"
+    return f"--config {path}: the config file does not load ({type(error).__name__}: {text[:200]})"
+
+
+def flag_value(argv: Sequence[str], name: str) -> str | None:
+    """The value of `--name=VALUE` or `--name VALUE` in `argv` before parsing (the first)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def _underscored(arg: str, flag_values: flags.FlagValues) -> str:
@@ -64,6 +113,30 @@ def _underscored(arg: str, flag_values: flags.FlagValues) -> str:
         if underscored in flag_values:
             return f"--{prefix}{underscored}{sep}{value}"
     return arg
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """Checks that the output folder `path` can be created (or exists) and be written into,
+    without creating it: before the slow part of a tool, so a typo or a read-only place costs
+    seconds, and a failed run leaves nothing behind.
+
+    Raises:
+      UsageError: `path` (or a folder above it) is a file, or files cannot be written there.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if os.path.isfile(path):
+        raise UsageError(f"--{flag} {path}: is a file, not a folder; pick another path")
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, os.strerror(20))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--{flag} {path}: cannot write there ({error.strerror}); pick a writable folder"
+        ) from None
 
 
 def int_list(values: Sequence[str], flag: str) -> list[int]:

@@ -257,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--fusion_weights {','.join(args.fusion_weights)}: expected three numbers, "
                 "e.g. 0.1,0.3,0.6"
             )
+        try:
+            models.model_config(overrides)
+        except ValueError as error:
+            raise cli.UsageError(f"--fusion_weights: {error}") from None
+    cli.check_writable_dir(args.out, "out")
     params, encoder_params, config = load_official(args.model, args.torch_dir, args.vgg, overrides)
     out = checkpoint.save_model(args.out, params, encoder_params, config)
     count = sum(np.size(p) for p in jax.tree.leaves(params))

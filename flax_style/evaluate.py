@@ -44,6 +44,7 @@ def load_pairs(content_dir: str, style_dir: str, size: int | None) -> list[Pair]
 
     Raises:
       EvaluationError: a folder that is missing or holds no image.
+      stylize.StylizeError: an image too small for the network.
     """
     images = {}
     for flag, directory in (("--content", content_dir), ("--style", style_dir)):
@@ -51,13 +52,20 @@ def load_pairs(content_dir: str, style_dir: str, size: int | None) -> list[Pair]
             raise EvaluationError(f"{flag} {directory}: no such directory")
         paths = image_io.list_images(directory)
         if not paths:
-            raise EvaluationError(f"{flag} {directory}: holds no .jpg/.png/.webp/.bmp image")
-        images[flag] = [(_image_name(p, directory), image_io.load_resized(p, size)) for p in paths]
+            kinds = "/".join(image_io.IMAGE_EXTENSIONS)
+            raise EvaluationError(f"{flag} {directory}: holds no image ({kinds})")
+        images[flag] = [(_image_name(p, directory), _load(p, size, flag)) for p in paths]
     return [
         Pair(c_name, s_name, content, style)
         for c_name, content in images["--content"]
         for s_name, style in images["--style"]
     ]
+
+
+def _load(path: str, size: int | None, flag: str) -> np.ndarray:
+    image = image_io.load_resized(path, size)
+    stylize.check_size(image.shape, f"{flag} image {path}")
+    return image
 
 
 def checkpoint_labels(checkpoints: Sequence[str], labels: Sequence[str] | None) -> list[str]:
@@ -93,6 +101,9 @@ def evaluate_checkpoint(
 
     Returns:
       (rows, stylized images clipped to [0, 1]), one per pair.
+
+    Raises:
+      EvaluationError: a stylized image holds NaN/Inf (naming the checkpoint and the pair).
     """
     features = metrics.FeatureExtractor(stylizer.encoder_params, stylizer.model_config)
     content_feats: dict[str, list] = {}
@@ -107,6 +118,11 @@ def evaluate_checkpoint(
         start = time.perf_counter()
         stylized = np.asarray(stylizer.stylize(pair.content, pair.style, seed=seed))
         seconds = time.perf_counter() - start
+        if not np.isfinite(stylized).all():  # metrics of a NaN image would be NaN or garbage
+            raise EvaluationError(
+                f"checkpoint {label}: stylizing {pair.content_name} with {pair.style_name} "
+                "gives NaN/Inf; this checkpoint cannot be evaluated"
+            )
         stylized = np.clip(stylized, 0.0, 1.0)
         if pair.content_name not in content_feats:
             content_feats[pair.content_name] = features(pair.content)

@@ -12,7 +12,9 @@ from PIL import Image, ImageOps
 
 from flax_style import errors
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# What folders and globs pick up; the same formats a file given by name decodes (GIF and TIFF:
+# the first frame), so a file and a folder of it are accepted alike.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 LUMA = (0.299, 0.587, 0.114)  # Y' = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, JPEG, PIL "L")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 

@@ -1,7 +1,7 @@
 """Training input pipeline: content and style images paired at random, resized and cropped.
 
 Each of content and style is one of
-  folder:PATH          every jpg/jpeg/png/webp/bmp under PATH (recursive), e.g. COCO train2014
+  folder:PATH          every image under PATH (recursive, `image_io.IMAGE_EXTENSIONS`), e.g. COCO
                        or an unzipped WikiArt
   tfds:NAME[:SPLIT]    a TFDS dataset read with `tfds.data_source` (random access; the builder
                        needs TensorFlow at run time: `pip install 'flax-style[tfds]'`)
@@ -51,6 +51,7 @@ DEMO_STYLE = (
     "logo.png",
 )
 _MAX_CONSECUTIVE_BAD = 32  # unreadable files in a row before the source is declared broken
+_NAMED_BAD = 3  # unreadable files named in the log per reader; the rest are only counted
 
 
 class DataError(errors.UserError):
@@ -205,6 +206,18 @@ class LoadPair(grain.transforms.RandomMap):
     def __init__(self, content, style, load_size: int, crop_size: int, flip: bool):
         self.content, self.style = content, style
         self.load_size, self.crop_size, self.flip = load_size, crop_size, flip
+        self._reported: set[str] = set()  # files named in the log already (per reader)
+
+    def _report(self, error: image_io.ImageError) -> None:
+        """Names the first few unreadable files, each once; the batch field `skipped` counts
+        every skip (the train loop logs the total), so a bad file read every epoch, by every
+        worker, does not flood the log."""
+        if len(self._reported) >= _NAMED_BAD or str(error) in self._reported:
+            return
+        self._reported.add(str(error))
+        last = len(self._reported) == _NAMED_BAD
+        more = "; further unreadable images are counted, not named" if last else ""
+        logging.warning("skipping unreadable image: %s%s", error, more)
 
     def _read(self, source, index: int) -> tuple[np.ndarray, int]:
         """The image at `index`, or the next readable one; and how many were skipped."""
@@ -213,7 +226,7 @@ class LoadPair(grain.transforms.RandomMap):
             try:
                 return source[(index + skipped) % len(source)], skipped
             except image_io.ImageError as error:
-                logging.warning("skipping unreadable image: %s", error)
+                self._report(error)
                 first_error = first_error or error
         raise DataError(
             f"{source.description}: {min(_MAX_CONSECUTIVE_BAD, len(source))} unreadable images "

@@ -343,9 +343,18 @@ def _batched(images: Any, what: str) -> np.ndarray:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise StylizeError(f"{what} of shape {images.shape}: expected (h, w, 3) or (b, h, w, 3)")
-    h, w = images.shape[1:3]
+    check_size(images.shape, what)
+    return images
+
+
+def check_size(shape: Sequence[int], what: str) -> None:
+    """Refuses an image of shape (..., h, w, 3) smaller than the network's `MIN_SIDE`.
+
+    Raises:
+      StylizeError: "`what` is WxH pixels; ...", so `what` names the image (e.g. its path).
+    """
+    h, w = shape[-3:-1]
     if min(h, w) < MIN_SIDE:
         raise StylizeError(
             f"{what} is {w}x{h} pixels; at least {MIN_SIDE} per side needed (try --size)"
         )
-    return images

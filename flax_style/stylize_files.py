@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from flax_style import image_io
-from flax_style.stylize import Controls, StylizeError, Stylizer
+from flax_style.stylize import Controls, StylizeError, Stylizer, check_size
 
 OUTPUT_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "npy")
 
@@ -228,6 +228,12 @@ def _check_unique_outputs(contents, jobs, options: FileOptions, report: FileRepo
 
 
 def _write(name: str, image: np.ndarray, report: FileReport) -> bool:
+    if not np.isfinite(image).all():  # would be written as a black or garbled image
+        report.errors.append(
+            f"{name}: not written, the stylized image holds NaN/Inf (the model overflowed at "
+            "this input; try float32 weights or another --size)"
+        )
+        return False
     try:
         save_output(name, image)
     except (image_io.ImageError, OSError) as error:
@@ -241,14 +247,10 @@ def _stylize_one(stylizer, content, styles, options, controls, report, log) -> N
     """One output: the single-pair program, from pixels to pixels (`Stylizer.stylize_mix`)."""
     style_size = options.size if options.style_size is None else options.style_size
     try:
-        content_image = image_io.load_resized(content, options.size)
-    except image_io.ImageError as error:
-        report.errors.append(f"content {error}")
-        return
-    try:
-        style_images = [image_io.load_resized(s, style_size) for s in styles]
-    except image_io.ImageError as error:
-        report.errors.append(f"style {error}")
+        content_image = _load(content, options.size, "content")
+        style_images = [_load(s, style_size, "style") for s in styles]
+    except (image_io.ImageError, StylizeError) as error:
+        report.errors.append(str(error))
         return
     tic = time.perf_counter()
     try:
@@ -261,6 +263,21 @@ def _stylize_one(stylizer, content, styles, options, controls, report, log) -> N
     if _write(name, out, report):
         h, w = out.shape[:2]
         log(f"[1/1] {name} ({w}x{h}, {seconds:.2f} s/image)")
+
+
+def _load(path: str, size: int | None, role: str) -> np.ndarray:
+    """`image_io.load_resized`, refusing an image too small for the network (one line naming
+    the file and its role).
+
+    Raises:
+      image_io.ImageError: unreadable; StylizeError: too small.
+    """
+    try:
+        image = image_io.load_resized(path, size)
+    except image_io.ImageError as error:
+        raise image_io.ImageError(f"{role} {error}") from None
+    check_size(image.shape, f"{role} {path}")
+    return image
 
 
 def _fields(controls: Controls) -> dict[str, Any]:
@@ -280,11 +297,9 @@ class _FolderRun:
     def _encode_style(self, path: str):
         size = self.options.size if self.options.style_size is None else self.options.style_size
         try:
-            return self.stylizer.encode(image_io.load_resized(path, size))
-        except image_io.ImageError as error:
-            self.bad_styles[path] = f"style {error}"
-        except StylizeError as error:
-            self.bad_styles[path] = f"style {path}: {error}"
+            return self.stylizer.encode(_load(path, size, "style"))
+        except (image_io.ImageError, StylizeError) as error:
+            self.bad_styles[path] = str(error)
         return None
 
     def run(self, contents: Sequence[str], total: int) -> None:
@@ -306,21 +321,15 @@ class _FolderRun:
         batch_paths, images = [], []
         for path in paths:
             try:
-                images.append(image_io.load_resized(path, self.options.size))
+                images.append(_load(path, self.options.size, "content"))
                 batch_paths.append(path)
-            except image_io.ImageError as error:
-                self.report.errors.append(f"content {error}")
+            except (image_io.ImageError, StylizeError) as error:
+                self.report.errors.append(str(error))
                 self.done += len(self.jobs)
         if not images:
             return
         batch = np.stack(images)
-        try:
-            feats = self.stylizer.encode(batch)
-        except StylizeError as error:  # too small: every image of the batch shares its shape
-            for path in batch_paths:
-                self.report.errors.append(f"content {path}: {error}")
-            self.done += len(batch_paths) * len(self.jobs)
-            return
+        feats = self.stylizer.encode(batch)
         for job in self.jobs:
             self._render(batch_paths, batch, feats, job, total)
 

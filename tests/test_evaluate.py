@@ -441,7 +441,7 @@ def test_command_line_errors_are_one_line_with_exit_code_2(sample_images, tmp_pa
     empty.mkdir()
     common = ["--style", style_dir, "--out", str(tmp_path / "out")]
     assert evaluate.main(["--checkpoint", "x", "--content", str(empty), *common]) == 2
-    assert "holds no .jpg/.png/.webp/.bmp image" in capsys.readouterr().err
+    assert "holds no image (.jpg/.jpeg/.png" in capsys.readouterr().err
     missing = str(tmp_path / "no_checkpoint")
     assert evaluate.main(["--checkpoint", missing, "--content", content_dir, *common]) == 2
     err = capsys.readouterr().err

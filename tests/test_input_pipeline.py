@@ -135,3 +135,21 @@ def test_bad_specs_are_one_line_errors(spec, message):
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(input_pipeline.DataError, match=r"no .* files under it"):
         input_pipeline.create_dataset(data_config(f"folder:{tmp_path}", "demo"), 2, 0)
+
+
+def test_unreadable_images_are_named_a_few_times_then_counted(tmp_path, caplog):
+    """6 bad files read over 3 epochs: 3 named log lines in all, every skip counted."""
+    content = tmp_path / "content"
+    content.mkdir()
+    for i in range(2):
+        Image.fromarray(_pixels(i)).save(content / f"good{i}.png")
+    for i in range(6):
+        (content / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    config = data_config(f"folder:{content}", f"folder:{content}")
+    iterator = iter(input_pipeline.create_dataset(config, 4, seed=0)[0])
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        skipped = sum(int(next(iterator)["skipped"].sum()) for _ in range(6))
+    named = [r.getMessage() for r in caplog.records if "skipping unreadable" in r.getMessage()]
+    assert len(named) == 3 and "counted, not named" in named[-1], named
+    assert len({line.split(":")[1] for line in named}) == 3  # three different files
+    assert skipped >= 2 * 6  # every bad content index of 2 epochs at least, plus bad styles

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flax_style.models.adaattn import AdaAttN
 from flax_style.models.decoder import Decoder
@@ -77,6 +78,14 @@ def model_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError(f"model dtype {config['dtype']!r}: choose float32 or bfloat16")
     config["widths"] = [int(w) for w in config["widths"]]
     config["fusion_weights"] = [float(w) for w in config["fusion_weights"]]
+    fusion = np.asarray(config["fusion_weights"])
+    if fusion.shape != (3,) or not np.isfinite(fusion).all() or (fusion < 0).any():
+        raise ValueError(
+            f"fusion weights {config['fusion_weights']}: need three finite numbers >= 0 "
+            "(W3, W4, W5), e.g. 0.1,0.3,0.6"
+        )
+    if fusion.sum() <= 0:
+        raise ValueError(f"fusion weights {config['fusion_weights']}: need a positive sum")
     return config
 
 
