@@ -3,7 +3,7 @@
 # Chromium, driven by playwright-core, picks the first bundled sample pair, sets alpha, clicks
 # "Stylize", waits for the result image and saves a screenshot of the page. Run from anywhere:
 #
-#   bash scripts/demo_browser_check.sh [CKPT_DIR] [OUT_DIR]     # screenshot: OUT_DIR/demo.png
+#   bash scripts/demo_browser_check.sh [CKPT_DIR] [OUT_DIR]   # screenshot: OUT_DIR/demo.png (.)
 #
 # Without CKPT_DIR a tiny random-weight checkpoint is made (it shows the pipeline, not a useful
 # stylizer). Needs `chromium` (apt-get install chromium), node and npm (playwright-core is
@@ -12,11 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" JAX_PLATFORMS=cpu
 work=$(mktemp -d)
-out=${2:-$work}
+out=${2:-.}
 mkdir -p "$out"
 server=
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
+trap 'echo "failed at line $LINENO; server log:" >&2; tail -5 "$work/server.log" >&2' ERR
 
 ckpt=${1:-}
 if [ -z "$ckpt" ]; then

@@ -123,11 +123,15 @@ def test_incompatible_jax_is_one_line(artifact, monkeypatch):
     assert f"exported with JAX {info['jax']}, this is JAX {jax.__version__}" in message
 
 
-def test_bad_checkpoint_is_one_line(tmp_path, capsys):
+def test_bad_checkpoint_or_flag_is_one_line(tmp_path, capsys):
     out = tmp_path / "m.jaxexport"
     assert export.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and not out.exists()
+    args = ["--checkpoint", str(tmp_path), "--out", str(out), "--platforms=cpu,gpu"]
+    assert export.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--platforms=cpu,gpu" in err and "cuda" in err
 
 
 def _symbolic(fn, *lengths):
