@@ -155,6 +155,17 @@ def test_flag_errors(ckpt, folders, tmp_path, capsys):
     assert err.startswith("error: ") and "no_such_flag" in err and err.count("\n") == 1
     assert run(ckpt, *pair, "--output", tmp_path / "o.png") == 1
     assert "use --output_dir" in capsys.readouterr().err
+    # Options the library checks where they enter it (stylize_files.FileOptions, Controls):
+    # refused before the checkpoint is read, in one line.
+    missing = tmp_path / "no_checkpoint_needed"
+    for flags, message in (
+        (["--output_dir", tmp_path, "--ext", "gif"], "--ext gif: choose one of png"),
+        (["--output", tmp_path / "o.png", "--size", 0], "--size 0: must be positive"),
+        (["--output", tmp_path / "o.png", "--style_weights", "1,-1"], "need >= 0"),
+    ):
+        assert run(missing, *pair, *flags) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_help_lists_the_flags(capsys):
