@@ -16,7 +16,7 @@ from PIL import Image
 
 import infer
 import train
-from flax_style import checkpoint, convert, evaluate, image_io, stylize_files
+from flax_style import checkpoint, convert, evaluate, export, image_io, stylize_files
 from tests.test_stylize import CONFIG, make_stylizer, random_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +69,13 @@ def test_evaluation_refuses_a_nan_checkpoint(nan_ckpt, images, tmp_path, capsys)
     argv = ["--checkpoint", nan_ckpt[0], "--content", str(folder), "--style", str(folder)]
     assert evaluate.main([*argv, "--out", str(tmp_path / "eval")]) == 2
     assert f"{nan_ckpt[0]} step 7: 2 of" in error_line(capsys)
+
+
+def test_export_refuses_a_nan_checkpoint(nan_ckpt, tmp_path, capsys):
+    out = tmp_path / "model.jaxexport"
+    assert export.main(["--checkpoint", nan_ckpt[0], "--out", str(out)]) == 2
+    assert f"{nan_ckpt[0]} step 7: 2 of" in error_line(capsys)
+    assert not out.exists()
 
 
 def test_checkpoint_given_a_file_says_so(images, tmp_path, capsys):
