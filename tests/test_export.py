@@ -15,9 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 import infer
 from flax_style import export, image_io, ops
+from tests.test_parity import RESIZE_PAIRS
 from tests.test_stylize import CONFIG, random_image
 
 # (content, style) sizes; the first content is not a multiple of 16 (nor of 2), the second is.
@@ -158,17 +161,18 @@ def test_symbolic_style_subset_is_jax_random_permutation(n):
 
 
 def test_symbolic_nearest_indices_are_pytorch_indices():
-    """Hand-checked PyTorch indices (float32 scale, floor, clamp) at symbolic sizes."""
-    cases = {
-        (5, 3): [0, 1, 3],  # scale 5/3 = 1.6666666: floor(0, 1.67, 3.33)
-        (3, 5): [0, 0, 1, 1, 2],  # scale 0.6: floor(0, .6, 1.2, 1.8, 2.4)
-        (10, 4): [0, 2, 5, 7],  # scale 2.5
-        (7, 7): list(range(7)),
-    }
-    for (n_in, n_out), expected in cases.items():
-        got = _symbolic(lambda a, b: ops.nearest_indices(a.shape[0], b.shape[0]), n_in, n_out)
-        np.testing.assert_array_equal(got, expected)
-        np.testing.assert_array_equal(ops.nearest_indices(n_in, n_out), expected)
+    """At symbolic sizes, the source indices of PyTorch's nearest interpolation (its own output
+    on an arange) for every pair of the resize parity test: one export, called at each pair."""
+    n_in, n_out = jax.export.symbolic_shape("n_in, n_out")
+    specs = [jax.ShapeDtypeStruct((n,), jnp.float32) for n in (n_in, n_out)]
+    indices = jax.export.export(jax.jit(lambda a, b: ops.nearest_indices(a.shape[0], b.shape[0])))(
+        *specs
+    )
+    for in_size, out_size in RESIZE_PAIRS:
+        source = torch.arange(in_size, dtype=torch.float32)[None, None]
+        expected = F.interpolate(source, size=out_size, mode="nearest")[0, 0].numpy()
+        got = indices.call(np.zeros(in_size, np.float32), np.zeros(out_size, np.float32))
+        np.testing.assert_array_equal(np.asarray(got), expected, err_msg=f"{in_size}->{out_size}")
 
 
 def test_metadata_is_json_after_the_program(artifact):

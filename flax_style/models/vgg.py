@@ -45,11 +45,12 @@ def reflect_pad(x: jax.Array) -> jax.Array:
 def max_pool_ceil(x: jax.Array) -> jax.Array:
     """2x2 / stride 2 max-pool with `ceil_mode=True`: odd sizes keep a last, partial window.
 
-    One row and column of -inf are always appended: an even size never reaches them (VALID
-    windows stop at h - 1), so this is ceil mode for every size, and the output size
-    `(h - 1) // 2 + 1` stays a simple expression for symbolic sizes (`flax_style.export`).
+    A symbolic size (`flax_style.export`) always gets its row or column of -inf: an even size
+    never reaches it (VALID windows stop at h - 1), so this is still ceil mode, and the output
+    size `(h - 1) // 2 + 1` stays simple enough for JAX's shape solver (`h % 2` does not).
     """
-    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), constant_values=-jnp.inf)
+    pad = [size % 2 if isinstance(size, int) else 1 for size in x.shape[1:3]]
+    x = jnp.pad(x, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)), constant_values=-jnp.inf)
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
