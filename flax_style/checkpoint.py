@@ -129,8 +129,14 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
 def count_nonfinite(tree: Any) -> tuple[int, int]:
     """(arrays holding a NaN or Inf, all arrays) of a parameter tree."""
     leaves = jax.tree.leaves(tree)
-    finite = jax.device_get([jax.numpy.isfinite(leaf).all() for leaf in leaves])
+    finite = jax.device_get(_all_finite(leaves))
     return sum(not ok for ok in finite), len(leaves)
+
+
+@jax.jit
+def _all_finite(leaves: list) -> list:
+    # One program for the whole tree: an eager check compiles two programs per array shape.
+    return [jax.numpy.isfinite(leaf).all() for leaf in leaves]
 
 
 def check_finite(tree: Any, where: str) -> None:
