@@ -6,8 +6,8 @@ r"""Trains a flax-style model (data parallel over every device of every process)
 
 Re-running the same command resumes from the latest checkpoint in --workdir. Any config field
 can be overridden: --config.optim.lr=1e-4 (the fields and their defaults are listed below).
-Multi-host (e.g. one SLURM task per host): `jax.distributed.initialize()` is called when
---distributed is set or a cluster launcher is detected.
+Several processes (`srun`, `mpirun`, or --coordinator_address/--num_processes/--process_id on
+each) start `jax.distributed` themselves (`flax_style.distributed`).
 """
 
 # This file is kept short on purpose: the work is in `flax_style.training`.
@@ -31,11 +31,26 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_string(
         "workdir", None, "Directory for checkpoints, TensorBoard logs and config.", **define
     )
-    flags.DEFINE_bool(
-        "distributed",
+    flags.DEFINE_string(
+        "coordinator_address",
         None,
-        "Call jax.distributed.initialize() (multi-host). Default: auto, when SLURM_NTASKS > 1, "
-        "OMPI_COMM_WORLD_SIZE > 1 or JAX_COORDINATOR_ADDRESS is set.",
+        "Multi-process: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS).",
+        **define,
+    )
+    flags.DEFINE_integer(
+        "num_processes",
+        None,
+        "Multi-process: number of processes (or JAX_NUM_PROCESSES).",
+        **define,
+    )
+    flags.DEFINE_integer(
+        "process_id", None, "Multi-process: this process, 0.. (or JAX_PROCESS_ID).", **define
+    )
+    flags.DEFINE_integer(
+        "peer_timeout",
+        60,
+        "Multi-process: seconds after which a silent (crashed) process counts as lost and the "
+        "others exit (status 75) instead of waiting for it.",
         **define,
     )
     # `sys_argv`: config_flags finds the `--config.x.y` overrides there (not in sys.argv), so
@@ -74,13 +89,16 @@ def _flatten(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def _launched_multihost() -> bool:
-    env = os.environ
-    return (
-        int(env.get("SLURM_NTASKS", "1")) > 1
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-        or "JAX_COORDINATOR_ADDRESS" in env
-    )
+class _ProcessPrefix:
+    """Starts every log line with the process index (several processes log to one file)."""
+
+    def __init__(self, process_index: int):
+        self.prefix = f"[process {process_index}] "
+
+    def filter(self, record) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            record.msg = self.prefix + str(record.msg)
+        return True
 
 
 class _QuietOrbax:
@@ -104,17 +122,22 @@ def main(argv: list[str] | None = None) -> int:
     cli.enable_compilation_cache()
     import jax  # after the flags: `--help` and flag errors stay fast
 
-    from flax_style import training
+    from flax_style import distributed, training
 
-    if args.distributed or (args.distributed is None and _launched_multihost()):
-        jax.distributed.initialize()
+    cluster = distributed.detect_cluster(
+        os.environ, args.coordinator_address, args.num_processes, args.process_id
+    )
+    distributed.initialize(cluster, args.peer_timeout)
+    if cluster is not None:
+        logging.get_absl_handler().addFilter(_ProcessPrefix(cluster.process_id))
     logging.info(
         "JAX process %d/%d, local devices: %s",
         jax.process_index(),
         jax.process_count(),
         jax.local_devices(),
     )
-    training.train_and_evaluate(args.config, args.workdir)
+    with distributed.watchdog(cluster, args.peer_timeout):
+        training.train_and_evaluate(args.config, args.workdir)
     return 0
 
 

@@ -9,16 +9,21 @@ Training adds its own items beside them; readers that only stylize restore the t
 ignore the rest:
   opt_state     {"step", "opt_state"}: the optimiser state and the step counter
   rng           the training PRNG key (raw key data)
-  data_iter     the grain iterator position of every process (one file per process)
+  data          the data position {"samples": global samples consumed} (JSON): the input
+                pipeline's order depends only on it and the seed, so it means the same on any
+                number of processes and devices (a run resumes on another topology)
   train_config  the resolved training config (JSON)
 So `load_model` and `infer.py` take a converted model, a train checkpoint root or a train work dir.
+
+Every process calls `save_train`: each writes the shards it holds, process 0 the JSON items,
+and orbax commits the step once all are written (renaming its temporary directory), so a step
+directory without the commit is never listed by `latest_step` and never resumed from.
 """
 
 import os
 from collections.abc import Mapping
 from typing import Any
 
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -26,7 +31,7 @@ import orbax.checkpoint as ocp
 from flax_style import errors, models
 
 MODEL_ITEMS = ("params", "encoder", "model_config")
-TRAIN_ITEMS = (*MODEL_ITEMS, "opt_state", "rng", "data_iter", "train_config")
+TRAIN_ITEMS = (*MODEL_ITEMS, "opt_state", "rng", "data", "train_config")
 
 
 MAKE_CHECKPOINT_HINT = (
@@ -95,18 +100,24 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
     if not os.path.isdir(root):
         raise CheckpointError(f"{directory}: no such checkpoint directory; {MAKE_CHECKPOINT_HINT}")
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    handlers = {
+        "params": ocp.StandardCheckpointHandler(),
+        "encoder": ocp.StandardCheckpointHandler(),
+        "model_config": ocp.JsonCheckpointHandler(),
+    }
     try:
-        with ocp.CheckpointManager(root, options=options) as manager:
+        with ocp.CheckpointManager(root, options=options, item_handlers=handlers) as manager:
             step = manager.latest_step() if step is None else step
             if step is None:
                 raise CheckpointError(
                     f"{directory}: holds no checkpoint steps; {MAKE_CHECKPOINT_HINT}"
                 )
+            metadata = manager.item_metadata(step)
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(),
-                    encoder=ocp.args.StandardRestore(),
+                    params=ocp.args.StandardRestore(_on_one_device(metadata["params"])),
+                    encoder=ocp.args.StandardRestore(_on_one_device(metadata["encoder"])),
                     model_config=ocp.args.JsonRestore(),
                 ),
             )
@@ -121,9 +132,16 @@ def load_model(directory: str, step: int | None = None) -> tuple[Any, Any, dict[
     check_finite(
         {"params": restored["params"], "encoder": restored["encoder"]}, f"{directory} step {step}"
     )
-    to_device = lambda tree: jax.tree.map(jax.numpy.asarray, tree)  # noqa: E731
     config = models.model_config(restored["model_config"])
-    return to_device(restored["params"]), to_device(restored["encoder"]), config
+    return restored["params"], restored["encoder"], config
+
+
+def _on_one_device(metadata: Any) -> Any:
+    """Restore targets on this process's first device, whatever topology wrote the arrays."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=device), metadata
+    )
 
 
 def count_nonfinite(tree: Any) -> tuple[int, int]:
@@ -177,7 +195,6 @@ def train_manager(
         os.path.abspath(directory),
         options=options,
         item_names=TRAIN_ITEMS,
-        item_handlers={"data_iter": grain.checkpoint.CheckpointHandler()},
     )
 
 
@@ -188,7 +205,7 @@ def save_train(
     encoder_params: Any,
     model_config: Mapping[str, Any],
     rng: jax.Array,
-    data_iterator: Any,
+    data_samples: int,
     train_config: Mapping[str, Any],
     force: bool = False,
 ) -> bool:
@@ -201,7 +218,7 @@ def save_train(
       encoder_params: frozen VGG parameters (saved so that the checkpoint is self-contained).
       model_config: the model config.
       rng: the training PRNG key.
-      data_iterator: the grain iterator, positioned after the batches of `state.step` steps.
+      data_samples: global samples consumed by the `step` steps (the data position).
       train_config: the resolved training config, as a JSON-friendly dict.
       force: save regardless of the save policy (end of training, SIGTERM).
 
@@ -216,7 +233,7 @@ def save_train(
             model_config=ocp.args.JsonSave(dict(model_config)),
             opt_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
             rng=ocp.args.StandardSave(np.asarray(jax.random.key_data(rng))),
-            data_iter=grain.checkpoint.CheckpointSave(data_iterator),
+            data=ocp.args.JsonSave({"samples": int(data_samples)}),
             train_config=ocp.args.JsonSave(dict(train_config)),
         ),
         force=force,
@@ -227,16 +244,14 @@ def restore_train(
     manager: ocp.CheckpointManager,
     state: Any,
     rng: jax.Array,
-    data_iterator: Any,
     step: int | None = None,
 ) -> tuple[Any, jax.Array]:
-    """Restores (state, rng) and the iterator position from a train checkpoint.
+    """Restores (state, rng) from a train checkpoint (see `restore_data_position`).
 
     Args:
       manager: from `train_manager`.
       state: a train state with the target shapes, dtypes and shardings.
       rng: a PRNG key of the target key type.
-      data_iterator: the grain iterator to reposition (restored in place).
       step: the step to restore; the latest by default.
 
     Raises:
@@ -253,7 +268,6 @@ def restore_train(
                     abstract({"step": state.step, "opt_state": state.opt_state})
                 ),
                 rng=ocp.args.StandardRestore(np.asarray(jax.random.key_data(rng))),
-                data_iter=grain.checkpoint.CheckpointRestore(data_iterator),
             ),
         )
     except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
@@ -270,3 +284,19 @@ def restore_train(
     )
     rng = jax.random.wrap_key_data(restored["rng"], impl=jax.random.key_impl(rng))
     return state, rng
+
+
+def restore_data_position(manager: ocp.CheckpointManager, step: int) -> int:
+    """The global samples consumed by the first `step` steps, as saved by `save_train`.
+
+    Raises:
+      CheckpointError: the step is not a train checkpoint of this format.
+    """
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+        return int(restored["data"]["samples"])
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"{manager.directory}: step {step} has no data position ({type(error).__name__}); "
+            "it is not a train checkpoint of this version: use a fresh --workdir"
+        ) from None

@@ -8,17 +8,22 @@ Each of content and style is one of
   demo (or empty)      sample photos (content) and textures / pictures (style) shipped inside
                        scikit-image, for offline demo and smoke runs
 
-Pipeline (grain): the content indices of this process's shard are shuffled (reshuffled every
-epoch, seeded) and each content image gets a style image drawn at random with a per-element seed,
-as the official AdaAttN `UnalignedDataset` does. Each image is resized to `load_size` squared
-(bicubic, as the official `get_transform`), randomly cropped to `crop_size`, optionally flipped.
-An unreadable file is skipped (the next index is read instead), logged and counted in the batch
-field `skipped`, so a corrupt image never stops a run. Batches are uint8 NHWC numpy arrays of
-this process's share of the global batch; the iterator's position is checkpointable.
+Pipeline (grain), the same on any number of processes: global sample g of the run is content
+image `order[g]`, where `order` shuffles the content set with the seed (reshuffled every epoch),
+and gets a style image drawn at random and its crops from a generator seeded by (seed, g), as
+the official AdaAttN `UnalignedDataset` pairs at random. Global batch k is samples
+k*B .. (k+1)*B-1 (B the global batch size); process p of P reads and decodes only its rows
+p*B/P .. (p+1)*B/P-1 of it. So the global batch at step k depends on (seed, k) alone, and the
+data position of a run is one number, the global samples consumed, on any topology.
+Each image is resized to `load_size` squared (bicubic, as the official `get_transform`), randomly
+cropped to `crop_size`, optionally flipped. An unreadable file is skipped (the next index is read
+instead), logged and counted in the batch field `skipped`, so a corrupt image never stops a run.
+Batches are uint8 NHWC numpy arrays of this process's rows of the global batch.
 """
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -200,11 +205,33 @@ def resize_and_crop(
     return np.ascontiguousarray(out)
 
 
-class LoadPair(grain.transforms.RandomMap):
-    """Content index -> {"content", "style", "skipped"}: reads, pairs at random, crops."""
+class ProcessRows(grain.transforms.Map):
+    """Index into this process's samples -> global sample index (its rows of each batch)."""
 
-    def __init__(self, content, style, load_size: int, crop_size: int, flip: bool):
-        self.content, self.style = content, style
+    def __init__(
+        self, start_sample: int, global_batch: int, process_index: int, process_count: int
+    ):
+        self.start_sample = start_sample
+        self.global_batch = global_batch
+        self.local_batch = global_batch // process_count
+        self.first_row = process_index * self.local_batch
+
+    def map(self, index: int) -> int:
+        batch, row = divmod(int(index), self.local_batch)
+        return self.start_sample + batch * self.global_batch + self.first_row + row
+
+
+class LoadPair(grain.transforms.Map):
+    """Global sample index -> {"content", "style", "skipped"}: reads, pairs at random, crops.
+
+    Everything random about sample g comes from a generator seeded by (seed, g), so the sample
+    is the same whichever process reads it.
+    """
+
+    def __init__(
+        self, content, style, order, seed: int, load_size: int, crop_size: int, flip: bool
+    ):
+        self.content, self.style, self.order, self.seed = content, style, order, seed
         self.load_size, self.crop_size, self.flip = load_size, crop_size, flip
         self._reported: set[str] = set()  # files named in the log already (per reader)
 
@@ -233,8 +260,9 @@ class LoadPair(grain.transforms.RandomMap):
             f"in a row, starting with: {first_error}"
         )
 
-    def random_map(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        content, content_skipped = self._read(self.content, int(index))
+    def map(self, sample: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng((self.seed, sample))
+        content, content_skipped = self._read(self.content, int(self.order[sample]))
         style, style_skipped = self._read(self.style, int(rng.integers(len(self.style))))
         crop = lambda image: resize_and_crop(  # noqa: E731
             image, rng, self.load_size, self.crop_size, self.flip
@@ -259,22 +287,24 @@ class DataInfo:
 
 def create_dataset(
     data_config: Mapping[str, Any],
-    batch_size: int,
+    global_batch_size: int,
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    start_sample: int = 0,
 ) -> tuple[grain.IterDataset, DataInfo]:
-    """The infinite, checkpointable dataset of this process's batches.
+    """The infinite dataset of this process's rows of every global batch, from `start_sample`.
 
     Args:
       data_config: the `data` config section (`configs/default.py`).
-      batch_size: images per batch on this process (global batch / process count).
+      global_batch_size: images per step over all processes (divisible by `process_count`).
       seed: shuffle, pairing and crop seed.
-      process_index, process_count: this process's shard of the content images.
+      process_index, process_count: which rows of each global batch this process reads.
+      start_sample: global samples already consumed (the data position of a resumed run).
 
     Returns:
-      (dataset, info); iterate `iter(dataset)` for batches
-      {"content": uint8 (b, crop, crop, 3), "style": ..., "skipped": int32 (b,)}.
+      (dataset, info); iterate `iter(dataset)` for batches {"content": uint8 (b, crop, crop, 3),
+      "style": ..., "skipped": int32 (b,)}, b = global_batch_size / process_count.
     """
     content = open_source(
         data_config["content"], "content", data_config["image_key"], data_config["tfds_data_dir"]
@@ -292,23 +322,23 @@ def create_dataset(
             f"data.load_size={data_config['load_size']} is smaller than "
             f"data.crop_size={data_config['crop_size']}"
         )
-    if len(content) < process_count:
-        raise DataError(f"{content.description}: fewer images than processes ({process_count})")
+    # Global sample g -> content index; `repeat` reshuffles every epoch (per-epoch seed).
+    order = grain.MapDataset.range(len(content)).shuffle(seed=seed).repeat()
     dataset = (
-        grain.MapDataset.range(len(content))[process_index::process_count]
-        .shuffle(seed=seed)
-        .repeat()  # reshuffled each epoch (per-epoch shuffle seed)
-        .random_map(
+        grain.MapDataset.range(0, sys.maxsize)
+        .map(ProcessRows(start_sample, global_batch_size, process_index, process_count))
+        .map(
             LoadPair(
                 content,
                 style,
+                order,
+                seed,
                 data_config["load_size"],
                 data_config["crop_size"],
                 data_config["random_flip"],
-            ),
-            seed=seed + 1 + process_index,
+            )
         )
-        .batch(batch_size, drop_remainder=True)
+        .batch(global_batch_size // process_count, drop_remainder=True)
     )
     iter_dataset = dataset.to_iter_dataset(
         grain.ReadOptions(

@@ -365,9 +365,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     model_config = model_config_from(config, widths)
     loss_config = loss_config_from(config)
 
-    local_batch = config.global_batch_size // jax.process_count()
+    manager = checkpoint.train_manager(
+        os.path.join(workdir, "checkpoints"),
+        config.checkpoint.every_steps,
+        config.checkpoint.keep,
+        config.checkpoint.async_save,
+    )
+    resume_step = manager.latest_step()  # only committed steps: a half-written one is not listed
+    start_sample = (
+        0 if resume_step is None else checkpoint.restore_data_position(manager, resume_step)
+    )
     dataset, info = input_pipeline.create_dataset(
-        config.data, local_batch, config.seed, jax.process_index(), jax.process_count()
+        config.data,
+        config.global_batch_size,
+        config.seed,
+        jax.process_index(),
+        jax.process_count(),
+        start_sample,
     )
     if info.is_demo:
         logging.warning(
@@ -386,8 +400,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     schedule, tx = _optimizer(tuple(sorted(config.optim.items())), steps_per_epoch)
 
     state = create_train_state(config.seed, model_config, tx, config.model.init_std)
-    state = jax.device_put(state, replicated)
-    encoder_params = jax.device_put(encoder_params, replicated)
+    state = replicate(state, replicated)
+    encoder_params = replicate(encoder_params, replicated)
     num_params = sum(np.size(p) for p in jax.tree.leaves(state.params))
     logging.info("%s network: %s trainable parameters", model_config["variant"], f"{num_params:,}")
 
@@ -398,15 +412,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             json.dump(train_config, f, indent=2)
 
     iterator = iter(dataset)
-    manager = checkpoint.train_manager(
-        os.path.join(workdir, "checkpoints"),
-        config.checkpoint.every_steps,
-        config.checkpoint.keep,
-        config.checkpoint.async_save,
-    )
-    if manager.latest_step() is not None:
-        state, rng = checkpoint.restore_train(manager, state, rng, iterator)
-        logging.info("resumed from step %d in %s", int(state.step), manager.directory)
+    if resume_step is not None:
+        state, rng = checkpoint.restore_train(manager, state, rng, resume_step)
+        logging.info("resumed from step %d in %s", resume_step, manager.directory)
     start_step = int(jax.device_get(state.step))
 
     p_train_step = make_train_step(mesh, models.build_encoder(model_config), loss_config)
@@ -418,8 +426,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def save(step: int, force: bool) -> None:
+        samples = start_sample + (step - start_step) * config.global_batch_size
         checkpoint.save_train(
-            manager, step, state, encoder_params, model_config, rng, iterator, train_config, force
+            manager, step, state, encoder_params, model_config, rng, samples, train_config, force
         )
 
     skipped = 0
@@ -495,6 +504,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if skipped:
         logging.warning("skipped %d unreadable image reads in this run", skipped)
     return state
+
+
+def replicate(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """`tree` as global arrays with `sharding`, the same value on every process.
+
+    Through host memory: `jax.device_put` of an array already on a device, to a sharding over
+    several processes with one device each, builds an array whose local buffer claims the
+    other processes' devices too (jax 0.10; orbax then fails to save it). From numpy, each
+    process places its own copies.
+    """
+    return jax.device_put(jax.device_get(tree), sharding)
 
 
 def _local(tree: Any) -> Any:

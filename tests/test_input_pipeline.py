@@ -59,7 +59,7 @@ def image_folder(tmp_path):
 def test_folder_skips_corrupt_and_empty_files_and_counts_them(image_folder, caplog):
     content, style = image_folder
     config = data_config(f"folder:{content}", f"folder:{style}")
-    dataset, info = input_pipeline.create_dataset(config, batch_size=5, seed=0)
+    dataset, info = input_pipeline.create_dataset(config, global_batch_size=5, seed=0)
     assert (info.num_content, info.num_style) == (10, 3)
     iterator = iter(dataset)
     # The absl logger's own level: an earlier in-process CLI run (infer.main) may have raised it.
@@ -72,35 +72,57 @@ def test_folder_skips_corrupt_and_empty_files_and_counts_them(image_folder, capl
     assert "c_corrupt.jpg" in caplog.text and "k_empty.png" in caplog.text
 
 
-def test_same_seed_same_batches_and_state_restores_position():
+def _batches(config, global_batch, count, process_index=0, process_count=1, start_sample=0):
+    dataset, _ = input_pipeline.create_dataset(
+        config, global_batch, 3, process_index, process_count, start_sample
+    )
+    return input_pipeline.take(iter(dataset), count)
+
+
+def test_same_seed_same_batches_other_seed_others():
     config = data_config("demo", "demo")
-    first = iter(input_pipeline.create_dataset(config, 4, seed=3)[0])
-    second = iter(input_pipeline.create_dataset(config, 4, seed=3)[0])
-    other = iter(input_pipeline.create_dataset(config, 4, seed=4)[0])
-    a, b, c = next(first), next(second), next(other)
+    a, b = _batches(config, 4, 1)[0], _batches(config, 4, 1)[0]
+    other = next(iter(input_pipeline.create_dataset(config, 4, seed=4)[0]))
     np.testing.assert_array_equal(a["content"], b["content"])
     np.testing.assert_array_equal(a["style"], b["style"])
-    assert not np.array_equal(a["content"], c["content"])
-    state = first.get_state()
-    expected = [next(first) for _ in range(3)]  # crosses the epoch boundary (8 images)
-    resumed = iter(input_pipeline.create_dataset(config, 4, seed=3)[0])
-    resumed.set_state(state)
-    for want in expected:
-        got = next(resumed)
-        np.testing.assert_array_equal(got["content"], want["content"])
-        np.testing.assert_array_equal(got["style"], want["style"])
+    assert not np.array_equal(a["content"], other["content"])
 
 
-def test_processes_read_disjoint_shards(tmp_path):
-    for i in range(4):
-        Image.fromarray(np.full((40, 40, 3), 40 * i + 20, np.uint8)).save(tmp_path / f"{i}.png")
-    config = data_config(f"folder:{tmp_path}", "demo", random_flip=False)
-    seen = []
-    for index in range(2):
-        dataset, _ = input_pipeline.create_dataset(config, 2, 0, index, process_count=2)
-        batch = next(iter(dataset))
-        seen.append({int(image[0, 0, 0]) for image in batch["content"]})
-    assert len(seen[0]) == len(seen[1]) == 2 and not seen[0] & seen[1]
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_global_batch_is_the_same_on_any_number_of_processes(process_count):
+    config = data_config("demo", "demo")
+    single = _batches(config, 4, 3)  # 12 samples: crosses the epoch boundary (8 images)
+    per_process = [_batches(config, 4, 3, p, process_count) for p in range(process_count)]
+    for step, want in enumerate(single):
+        for name in ("content", "style"):
+            rows = np.concatenate([batches[step][name] for batches in per_process])
+            np.testing.assert_array_equal(rows, want[name])
+
+
+def test_start_sample_resumes_the_order():
+    config = data_config("demo", "demo")
+    single = _batches(config, 4, 3)
+    # After 2 steps of batch 4 (8 samples), on 2 processes: process 1's rows of step 2.
+    resumed = _batches(config, 4, 1, process_index=1, process_count=2, start_sample=8)[0]
+    np.testing.assert_array_equal(resumed["content"], single[2]["content"][2:])
+    np.testing.assert_array_equal(resumed["style"], single[2]["style"][2:])
+
+
+def test_each_process_decodes_only_its_rows(monkeypatch, tmp_path):
+    for i in range(16):
+        Image.fromarray(_pixels(i)).save(tmp_path / f"{i:02d}.png")
+    decoded = []
+    load_image = input_pipeline.image_io.load_image
+
+    def counting_load(path):
+        if path.startswith(str(tmp_path)):  # not other tests' still-prefetching iterators
+            decoded.append(path)
+        return load_image(path)
+
+    monkeypatch.setattr(input_pipeline.image_io, "load_image", counting_load)
+    config = data_config(f"folder:{tmp_path}", "demo", num_threads=1, prefetch=0)
+    _batches(config, 8, 2, process_index=1, process_count=4)
+    assert len(decoded) == 2 * 2  # 2 batches x 2 rows of the global 8 (not 2 x 8)
 
 
 def test_tfds_source_under_mock_data():
