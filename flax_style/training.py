@@ -294,13 +294,20 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps (then saves and exits)."""
+    """Turns SIGTERM into a flag the loop checks between steps (then saves and exits).
+
+    One process only: with several, JAX's preemption service catches SIGTERM and makes every
+    process stop at the same step (`manager.reached_preemption`); a handler here would replace
+    its handler, and processes stopping at different steps would wait for each other forever.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
 
     def __enter__(self):
+        if jax.process_count() > 1:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no handler, rely on orbax's preemption sync

@@ -5,6 +5,7 @@ images, global batch 4, checkpoints every 10 steps. Run with -s to see the measu
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,7 +98,7 @@ def _free_port() -> int:
 
 
 def _base_env(devices: int, cache_dir: str) -> dict[str, str]:
-    launcher = ("SLURM_", "OMPI_", "PMI", "JAX_")  # whatever launched pytest must not leak in
+    launcher = ("SLURM_", "OMPI_", "PMI", "JAX_", "FLAX_STYLE_")  # nothing of the caller leaks in
     env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
     env.update(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
@@ -105,9 +106,23 @@ def _base_env(devices: int, cache_dir: str) -> dict[str, str]:
         PYTHONPATH=ROOT,
         PYTHONUNBUFFERED="1",
         # Later runs of the same topology reuse the compiled step (the test's time is compiles).
-        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        FLAX_STYLE_COMPILATION_CACHE=cache_dir,
     )
     return env
+
+
+FAKE_SRUN = """#!/bin/bash
+# Stand-in for srun on one host: SLURM_NTASKS copies of the command, with srun's variables.
+while [[ $1 == -* ]]; do shift; done
+status=0; pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 \\
+    "$@" > "$SRUN_LOG_DIR/process$i.log" 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
 
 
 def _launch_env(launcher: str, index: int, count: int, port: int) -> dict[str, str]:
@@ -138,8 +153,13 @@ class Launch:
 
     def __init__(self, workdir, steps, count=2, devices=1, launcher="explicit", extra=()):
         os.makedirs(workdir, exist_ok=True)
-        self.workdir, self.logs, self.procs = str(workdir), [], []
+        self.workdir, self.procs = str(workdir), []
+        self.logs = [os.path.join(workdir, f"process{index}.log") for index in range(count)]
         port = _free_port()
+        cache_dir = os.path.join(os.path.dirname(self.workdir), "jax_cache")
+        if launcher == "sbatch":
+            self._sbatch(steps, count, devices, extra, port, cache_dir)
+            return
         for index in range(count):
             args = [
                 sys.executable,
@@ -156,14 +176,41 @@ class Launch:
                     f"--num_processes={count}",
                     f"--process_id={index}",
                 ]
-            cache_dir = os.path.join(os.path.dirname(self.workdir), "jax_cache")
             env = {**_base_env(devices, cache_dir), **_launch_env(launcher, index, count, port)}
-            log = open(os.path.join(workdir, f"process{index}.log"), "w")
-            self.logs.append(log.name)
+            log = open(self.logs[index], "w")
             self.procs.append(
                 subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
             log.close()
+
+    def _sbatch(self, steps, count, devices, extra, port, cache_dir):
+        """scripts/train.sbatch as SLURM runs it, with a stand-in srun (one host)."""
+        bin_dir = os.path.join(self.workdir, "bin")
+        os.makedirs(bin_dir)
+        with open(os.path.join(bin_dir, "srun"), "w") as f:
+            f.write(FAKE_SRUN)
+        os.chmod(os.path.join(bin_dir, "srun"), 0o755)
+        env = {
+            **_base_env(devices, cache_dir),
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURM_JOB_ID": "77",
+            "SLURM_NTASKS": str(count),
+            "SLURM_SUBMIT_DIR": ROOT,
+            "COORDINATOR_PORT": str(port),
+            "PYTHON": sys.executable,
+            "MAX_RESTARTS": "0",
+            "SRUN_LOG_DIR": self.workdir,
+        }
+        args = [
+            "bash",
+            os.path.join(ROOT, "scripts", "train.sbatch"),
+            "--config=configs/tiny.py",
+            f"--workdir={self.workdir}",
+            f"--config.num_steps={steps}",
+            f"--peer_timeout={PEER_TIMEOUT}",
+            *extra,
+        ]
+        self.procs.append(subprocess.Popen(args, cwd=ROOT, env=env))
 
     def wait(self, timeout=RUN_TIMEOUT) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -213,9 +260,9 @@ def runs(tmp_path_factory):
     """Every run the tests compare, two or three at a time (idle time overlaps)."""
     root = tmp_path_factory.mktemp("multihost")
     dirs = {name: root / name for name in ("two", "one_x2", "two_to_one", "one_to_two")}
-    # 2 processes x 1 device (launched as srun would) and 1 x 2: the same global batch.
+    # 2 processes x 1 device (scripts/train.sbatch, a stand-in srun) and 1 x 2: the same batch.
     started = time.monotonic()
-    two = Launch(dirs["two"], 20, launcher="srun")
+    two = Launch(dirs["two"], 20, launcher="sbatch")
     one_x2 = Launch(dirs["one_x2"], 20, count=1, devices=2, extra=["--config.image_every=0"])
     codes = {"two": two.wait(), "one_x2": one_x2.wait()}
     print(f"\n[runs] 2 x 1 and 1 x 2 in parallel: {time.monotonic() - started:.0f} s")
@@ -253,7 +300,8 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_train_and_checkpoint(runs):
-    assert runs["codes"]["two"] == [0, 0], runs["outputs"]["two"]
+    """scripts/train.sbatch under a stand-in srun: 2 tasks train, checkpoint and exit 0."""
+    assert runs["codes"]["two"] == [0], runs["outputs"]["two"]
     assert _steps(runs["dirs"]["two"]) == [10, 20]
     for index, output in enumerate(runs["outputs"]["two"]):
         assert "Traceback" not in output, output
@@ -270,7 +318,7 @@ def test_same_parameters_on_any_topology(runs):
     test_two_devices_equal_one_device), but this model's training amplifies rounding (ReLU
     kinks, Adam's sign-like first steps) to ~1e-2 in 20 steps, so it is not compared here.
     """
-    assert runs["codes"]["two"] == [0, 0]
+    assert runs["codes"]["two"] == [0]
     two = _params(runs["dirs"]["two"], 20)
     difference = _max_difference(two, _params(runs["dirs"]["one_x2"], 20))
     print(f"\nmax |params| difference at step 20, 2 processes vs 1 process x 2 devices: "
@@ -314,7 +362,13 @@ def test_process_killed_then_relaunched(runs):
     half = os.path.join(workdir, "checkpoints", f"{last + 20}.orbax-checkpoint-tmp")
     shutil.copytree(os.path.join(workdir, "checkpoints", str(last)), half)
     os.remove(os.path.join(half, "_CHECKPOINT_METADATA"))
-    relaunch = Launch(workdir, last + 10, launcher="mpirun", extra=["--config.image_every=0"])
+    relaunch = Launch(workdir, 1000, launcher="mpirun", extra=["--config.image_every=0"])
+    _wait_for_commit(workdir, last + 10, relaunch.procs)
+    # Then SLURM-style preemption: SIGTERM to every process; they stop at one common step.
+    for process in relaunch.procs:
+        process.send_signal(signal.SIGTERM)
     assert relaunch.wait() == [0, 0], relaunch.output(0)
     assert f"resumed from step {last} " in relaunch.output(0)
-    assert _steps(workdir)[-1] == last + 10
+    stops = [re.findall(r"stopped at step (\d+)", relaunch.output(i)) for i in (0, 1)]
+    assert stops[0] == stops[1] and len(stops[0]) == 1, stops
+    assert _steps(workdir)[-1] == int(stops[0][0]) > last
