@@ -134,8 +134,9 @@ def read_artifact(path: str) -> tuple[jax.export.Exported, dict]:
     """The program and metadata of an artifact file, checked against this JAX.
 
     Raises:
-      ArtifactError: missing, corrupt or not an artifact, or made by a JAX whose serialization
-        or calling convention this JAX cannot run (one line naming both versions).
+      ArtifactError: missing, corrupt or not an artifact, made by a JAX whose serialization
+        or calling convention this JAX cannot run (one line naming both versions), or not
+        exported for the platform JAX runs on here.
     """
     if not os.path.isfile(path):
         raise ArtifactError(f"{path}: no such file")
@@ -153,6 +154,13 @@ def read_artifact(path: str) -> tuple[jax.export.Exported, dict]:
         raise ArtifactError(
             f"{path}: calling convention {exported.calling_convention_version} ({made_by}, which "
             f"runs {lowest}..{highest}); re-export it with this JAX or install JAX {info['jax']}"
+        )
+    backend = jax.default_backend()
+    names = {"gpu": ("cuda", "rocm")}.get(backend, (backend,))
+    if not set(names) & set(exported.platforms):
+        raise ArtifactError(
+            f"{path}: exported for {', '.join(exported.platforms)}, but JAX runs on {backend} "
+            f"here; re-export it with --platforms={','.join(exported.platforms)},{names[0]}"
         )
     return exported, info
 
@@ -174,7 +182,7 @@ def _inspect(path: str) -> None:
     print(
         f"{path}: {model['variant']} model, widths {model['widths']}; exported with JAX "
         f"{info['jax']} for {', '.join(exported.platforms)}; seed {info['seed']}; sizes >= "
-        f"{info['min_side']} px; this JAX ({jax.__version__}, {jax.default_backend()}) loads it"
+        f"{info['min_side']} px; this JAX ({jax.__version__}, {jax.default_backend()}) runs it"
     )
 
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import infer
-from flax_style import export, image_io, ops
+from flax_style import export, image_io, models, ops
 from tests.test_parity import RESIZE_PAIRS
-from tests.test_stylize import CONFIG, random_image
+from tests.test_stylize import CONFIG, make_stylizer, random_image
 
 # (content, style) sizes; the first content is not a multiple of 16 (nor of 2), the second is.
 PAIRS = (((41, 53), (29, 40)), ((48, 64), (70, 33)))
@@ -68,6 +68,22 @@ def test_artifact_equals_infer_in_a_process_without_flax(ckpt, artifact, tmp_pat
         np.testing.assert_allclose(result, expected[i], rtol=0, atol=1e-4)
         # The drawn subset matters at these sizes, so the match above checks the seed too.
         assert np.abs(result - other_seed[i]).max() > 1e-2
+
+
+@pytest.mark.parametrize("variant", ["adaattn", "adaattn-video"])
+def test_other_variants_export_exactly(variant):
+    """The other networks' size-dependent paths (shallow keys resized from relu1_1, the relu5_1
+    branch upsampled onto relu4_1 and the relu3_1 skip; the video model's relu3_1 decoder) at a
+    size that is not a multiple of 16, with style subsets drawn."""
+    config = {"variant": variant, "widths": models.TINY_WIDTHS, "max_sample_3": 64}
+    config.update(max_sample_45=16, max_sample_video=64)
+    stylizer = make_stylizer(config, calibrate=False)
+    exported = export.export_stylizer(stylizer, seed=0, platforms=("cpu",))
+    content, style = random_image(60, (41, 53)), random_image(61, (45, 38))
+    expected = stylizer.stylize(content, style)
+    atol = 1e-4 * max(1.0, np.abs(expected).max())
+    np.testing.assert_allclose(exported.call(content, style), expected, rtol=0, atol=atol)
+    assert np.abs(stylizer.stylize(content, style, seed=1) - expected).max() > 100 * atol
 
 
 def test_artifact_metadata_and_inspect(artifact, capsys):
@@ -124,6 +140,17 @@ def test_incompatible_jax_is_one_line(artifact, monkeypatch):
     message = str(error.value)
     assert "\n" not in message and "serialization version 99" in message
     assert f"exported with JAX {info['jax']}, this is JAX {jax.__version__}" in message
+
+
+def test_artifact_for_another_platform_is_one_line(tmp_path, capsys):
+    stylizer = make_stylizer(calibrate=False)
+    exported = export.export_stylizer(stylizer, seed=0, platforms=("cuda",))
+    path = tmp_path / "cuda.jaxexport"
+    path.write_bytes(export.artifact_bytes(exported, export.metadata(exported, CONFIG, 0)))
+    assert export.main(["--inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exported for cuda, but JAX runs on cpu" in err, err
+    assert "--platforms=cuda,cpu" in err
 
 
 def test_bad_checkpoint_or_flag_is_one_line(tmp_path, capsys):
