@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one call, for a lent GPU machine (issue 5): parity of both models on the
-# GPU, then the benchmark in float32 and bfloat16. Run from the repository root:
+# GPU, the benchmark in float32 and bfloat16, then the exported artifact run on CUDA
+# (benchmarks/serve.py). Run from the repository root:
 #
 #   bash scripts/gpu_check.sh 2>&1 | tee gpu_check.log
 #
@@ -28,4 +29,6 @@ python3 -m benchmarks.bench --dtype=float32 --sizes=512,1024,2048,4096 || status
 echo "== benchmark, bfloat16 (ours; PyTorch stays float32)"
 python3 -m benchmarks.bench --dtype=bfloat16 --sizes=512,1024,2048,4096 --notrain_torch \
   --notorch || status=1
+echo "== the exported artifact (CPU + CUDA lowerings in one file) on the GPU against the library"
+python3 -m benchmarks.serve --size=512 || status=1
 exit $status
