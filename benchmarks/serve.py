@@ -66,7 +66,7 @@ def _library(args, path: str) -> dict:
     stylizer = random_stylizer(model_config(args.variant, "float32"), stylize.DEFAULT_QUERY_CHUNK)
     tic = time.perf_counter()
     exported = export.export_stylizer(stylizer, seed=0)
-    blob = export.artifact_bytes(exported, export.metadata(exported, stylizer.model_config, 0))
+    blob = export.artifact_bytes(exported, export.metadata(exported, stylizer, 0))
     export_s = time.perf_counter() - tic
     with open(path, "wb") as f:
         f.write(blob)

@@ -3,7 +3,7 @@
     python -m flax_style.export --checkpoint CKPT_DIR --out model.jaxexport
     python -m flax_style.export --inspect model.jaxexport   # what it holds; can this JAX run it
 
-Running it needs only jax and numpy (README "Serving"):
+Running it needs only jax and numpy (README "Serve: one exported file"):
 
     exported = jax.export.deserialize(open("model.jaxexport", "rb").read())
     result = exported.call(content, style)  # float32 (H, W, 3), (Hs, Ws, 3) in [0, 1]
@@ -12,7 +12,7 @@ What it computes: `Stylizer.stylize(content, style)` with the defaults of
 `infer.py --output x.npy` (alpha 1, one style, no colour preservation, the same attention
 chunking), i.e. float32 (H, W, 3), not clipped.
   Sizes: H, W, Hs and Ws are symbolic (`jax.export.symbolic_shape`), each at least
-    `stylize.MIN_SIDE`; nothing is padded. Ceil-mode pooling and PyTorch's nearest-resize index
+    `stylize.MIN_SIDE`; images are not padded. Ceil-mode pooling and PyTorch's nearest-resize index
     rule (`ops.nearest_indices`) are computed in the graph for the actual sizes, with the same
     float32 arithmetic, so sizes that are not multiples of 16 match `infer.py` too. A smaller
     size fails the call with JAX's shape-constraint error. Each new shape compiles once.
@@ -21,7 +21,7 @@ chunking), i.e. float32 (H, W, 3), not clipped.
     `--seed` here to choose another), so results are deterministic.
   Platforms: CPU and CUDA in one file (`--platforms`); `call` runs on JAX's default device.
 
-File layout (`ARTIFACT_SUFFIX`): the bytes of `jax.export.serialize`, then the metadata as
+File layout (`*.jaxexport`): the bytes of `jax.export.serialize`, then the metadata as
 UTF-8 JSON (`metadata()`: format version, JAX and jaxlib versions, platforms, model config,
 seed, minimum side, SHA-256 of the serialized bytes), then 12 bytes: the JSON's length
 (uint32, little-endian) and `MAGIC`. `jax.export.deserialize` reads the leading flatbuffer and
@@ -35,7 +35,6 @@ import json
 import os
 import struct
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,8 +79,8 @@ def export_stylizer(
     return jax.export.export(stylize_one, platforms=platforms)(content, style)
 
 
-def metadata(exported: jax.export.Exported, model_config: dict[str, Any], seed: int) -> dict:
-    """What the file records next to the program (see the module docstring)."""
+def metadata(exported: jax.export.Exported, stylizer: stylize.Stylizer, seed: int) -> dict:
+    """What the file records next to the program of `export_stylizer(stylizer, seed)`."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -89,10 +88,10 @@ def metadata(exported: jax.export.Exported, model_config: dict[str, Any], seed: 
         "jaxlib": jax.lib.__version__,
         "calling_convention_version": exported.calling_convention_version,
         "platforms": list(exported.platforms),
-        "model": model_config,
+        "model": stylizer.model_config,
         "seed": seed,
         "min_side": stylize.MIN_SIDE,
-        "query_chunk": stylize.DEFAULT_QUERY_CHUNK,
+        "query_chunk": stylizer.query_chunk,
         "inputs": "content float32 (H, W, 3), style float32 (Hs, Ws, 3), RGB in [0, 1]",
         "output": "float32 (H, W, 3), not clipped",
     }
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     stylizer = stylize.load_stylizer(args.checkpoint)
     exported = export_stylizer(stylizer, args.seed, tuple(args.platforms))
-    blob = artifact_bytes(exported, metadata(exported, stylizer.model_config, args.seed))
+    blob = artifact_bytes(exported, metadata(exported, stylizer, args.seed))
     parent = os.path.dirname(args.out)
     if parent:
         os.makedirs(parent, exist_ok=True)

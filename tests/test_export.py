@@ -146,7 +146,7 @@ def test_artifact_for_another_platform_is_one_line(tmp_path, capsys):
     stylizer = make_stylizer(calibrate=False)
     exported = export.export_stylizer(stylizer, seed=0, platforms=("cuda",))
     path = tmp_path / "cuda.jaxexport"
-    path.write_bytes(export.artifact_bytes(exported, export.metadata(exported, CONFIG, 0)))
+    path.write_bytes(export.artifact_bytes(exported, export.metadata(exported, stylizer, 0)))
     assert export.main(["--inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exported for cuda, but JAX runs on cpu" in err, err
