@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         jax.local_devices(),
     )
     with distributed.watchdog(cluster, args.peer_timeout):
-        training.train_and_evaluate(args.config, args.workdir)
+        training.train(args.config, args.workdir)
     return 0
 
 

@@ -13,7 +13,6 @@ import time
 
 import jax
 import numpy as np
-import optax
 from absl import flags
 
 from configs import default
@@ -38,24 +37,17 @@ def bench_jax(
     """(images/s, FLOPs per step from XLA's cost model) of `training.train_step` compiled over
     all local devices, in compute `dtype`."""
     config = train_config(variant, widths, dtype)
-    encoder_params, widths = training.load_encoder(config.model, config.seed + 1)
-    model_config = training.model_config_from(config, widths)
-    # Adam at the configured rate (the schedule changes no work per step).
-    tx = optax.adam(config.optim.lr, b1=config.optim.b1, b2=config.optim.b2)
-    state = training.create_train_state(config.seed, model_config, tx, config.model.init_std)
-    loss_config = training.loss_config_from(config)
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    replicated = jax.NamedSharding(mesh, jax.P())
-    sharded = jax.NamedSharding(mesh, jax.P("data"))
-    step = training.make_train_step(mesh, models.build_encoder(model_config), loss_config)
+    config.global_batch_size = batch
+    setup = training.setup_train(config)  # the set-up `python train.py` runs
     rng = np.random.default_rng(0)
-    batch = {
-        name: jax.device_put(rng.integers(0, 256, (batch, size, size, 3), np.uint8), sharded)
-        for name in ("content", "style")
-    }
-    state = jax.device_put(state, replicated)
-    encoder_params = jax.device_put(encoder_params, replicated)
-    key = jax.random.key(0)
+    batch = setup.device_batch(
+        {
+            name: rng.integers(0, 256, (batch, size, size, 3), np.uint8)
+            for name in ("content", "style")
+        }
+    )
+    step, key = setup.train_step, setup.rng
+    state, encoder_params = setup.state, setup.encoder_params
     cost = step.lower(state, encoder_params, batch, key).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float((cost or {}).get("flops", 0.0)) * jax.device_count()  # per-device program

@@ -6,6 +6,7 @@ of every device of every process. The train state is replicated and donated; the
 encoder is passed separately (never donated, never in the optimiser).
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -340,12 +341,76 @@ def _format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains (or resumes) in `workdir`: checkpoints, TensorBoard logs and the config go there.
+@dataclasses.dataclass
+class TrainSetup:
+    """What a training loop needs, built once from a config by `setup_train`.
+
+    The one set-up path of `train`, the training benchmark and the tests (maxtext's
+    `setup_train_loop`): a mesh of every device of every process, the frozen encoder and a
+    fresh train state replicated over it, and the compiled step.
+    """
+
+    mesh: jax.sharding.Mesh
+    model_config: dict[str, Any]
+    encoder_params: Any  # replicated over the mesh
+    state: TrainState  # fresh, replicated over the mesh
+    schedule: optax.Schedule
+    train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]  # `make_train_step`'s
+    rng: jax.Array
+
+    def device_batch(self, local: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's rows of a global batch -> the global batch, sharded over "data"."""
+        sharding = jax.NamedSharding(self.mesh, P("data"))
+        return {
+            name: jax.make_array_from_process_local_data(sharding, local[name])
+            for name in ("content", "style")
+        }
+
+
+def setup_train(
+    config: ml_collections.ConfigDict,
+    steps_per_epoch: int = 1,
+    step_fn: Callable[..., Any] = train_step,
+) -> TrainSetup:
+    """Validates `config` and builds the mesh, encoder, fresh state and compiled step.
 
     Args:
       config: a training config (`configs/default.py`).
-      workdir: the run directory; an existing checkpoint there is resumed automatically.
+      steps_per_epoch: steps per pass over the content images (the official schedule's unit).
+      step_fn: the per-device step (tests wrap `train_step` to count its traces).
+
+    Raises:
+      errors.UserError: a bad config value or a missing encoder (one-line messages).
+    """
+    _check_config(config)
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    replicated = jax.NamedSharding(mesh, P())
+    encoder_params, widths = load_encoder(config.model, config.seed + 1)
+    model_config = model_config_from(config, widths)
+    loss_config = loss_config_from(config)
+    schedule, tx = _optimizer(tuple(sorted(config.optim.items())), steps_per_epoch)
+    state = create_train_state(config.seed, model_config, tx, config.model.init_std)
+    encoder = models.build_encoder(model_config)
+    return TrainSetup(
+        mesh=mesh,
+        model_config=model_config,
+        encoder_params=replicate(encoder_params, replicated),
+        state=replicate(state, replicated),
+        schedule=schedule,
+        train_step=make_train_step(mesh, encoder, loss_config, step_fn),
+        rng=jax.random.key(config.seed),
+    )
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes) in `workdir`: set-up, restore, loop, close.
+
+    Checkpoints, TensorBoard logs and the resolved config go to `workdir`; an existing
+    checkpoint there is resumed automatically, data position included.
+
+    Args:
+      config: a training config (`configs/default.py`).
+      workdir: the run directory.
 
     Returns:
       The final train state.
@@ -353,12 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Raises:
       errors.UserError: bad paths, config values or data (one-line messages).
     """
-    _check_config(config)
     workdir = os.path.abspath(workdir)
-    is_chief = jax.process_index() == 0
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    replicated = jax.NamedSharding(mesh, P())
-    batch_sharding = jax.NamedSharding(mesh, P("data"))
     logging.info(
         "%d process(es), %d device(s) (%d local): %s",
         jax.process_count(),
@@ -366,12 +426,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         jax.local_device_count(),
         jax.devices()[0].device_kind,
     )
-
-    rng = jax.random.key(config.seed)
-    encoder_params, widths = load_encoder(config.model, config.seed + 1)
-    model_config = model_config_from(config, widths)
-    loss_config = loss_config_from(config)
-
     manager = checkpoint.train_manager(
         os.path.join(workdir, "checkpoints"),
         config.checkpoint.every_steps,
@@ -390,6 +444,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         jax.process_count(),
         start_sample,
     )
+    _log_data(info)
+    steps_per_epoch = config.optim.steps_per_epoch or max(
+        1, -(-info.num_content // config.global_batch_size)
+    )
+    num_steps = config.num_steps or steps_per_epoch * (
+        config.optim.constant_epochs + config.optim.decay_epochs
+    )
+    setup = setup_train(config, steps_per_epoch)
+    state, rng = setup.state, setup.rng
+    if resume_step is not None:
+        state, rng = checkpoint.restore_train(manager, state, rng, resume_step)
+        logging.info("resumed from step %d in %s", resume_step, manager.directory)
+    train_config = _write_config(config, workdir)
+    start_step = int(jax.device_get(state.step))
+    logging.info("training steps %d..%d (%d steps/epoch)", start_step, num_steps, steps_per_epoch)
+
+    def save(step: int, state: TrainState, force: bool) -> None:
+        samples = start_sample + (step - start_step) * config.global_batch_size
+        checkpoint.save_train(
+            manager,
+            step,
+            state,
+            setup.encoder_params,
+            setup.model_config,
+            rng,
+            samples,
+            train_config,
+            force,
+        )
+
+    progress = _Progress(config, setup, start_step, num_steps, workdir)
+    state = _train_loop(setup, state, rng, iter(dataset), num_steps, progress, save, manager)
+    manager.wait_until_finished()
+    manager.close()
+    progress.close()
+    return state
+
+
+def _train_loop(
+    setup: TrainSetup,
+    state: TrainState,
+    rng: jax.Array,
+    iterator: Any,
+    num_steps: int,
+    progress: "_Progress",
+    save: Callable[[int, TrainState, bool], None],
+    manager: Any,
+) -> TrainState:
+    """Steps from `state.step` to `num_steps`; saves by policy, at the end and on SIGTERM."""
+    with _Preemption() as preemption:
+        for step in range(int(jax.device_get(state.step)), num_steps):
+            local = next(iterator)
+            state, metrics = setup.train_step(
+                state, setup.encoder_params, setup.device_batch(local), rng
+            )
+            done = step + 1
+            progress.update(done, metrics, local, state.params, manager.directory)
+            stop = preemption.requested or manager.reached_preemption(done)
+            save(done, state, stop or done == num_steps)
+            if stop:
+                logging.warning("stopped at step %d on request; resume with the same command", done)
+                break
+    return state
+
+
+def _log_data(info: input_pipeline.DataInfo) -> None:
     if info.is_demo:
         logging.warning(
             "no dataset configured: training on the embedded DEMO images (%d content, %d style)",
@@ -398,119 +518,94 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         )
     logging.info("content: %s (%d images)", info.content, info.num_content)
     logging.info("style: %s (%d images)", info.style, info.num_style)
-    steps_per_epoch = config.optim.steps_per_epoch or max(
-        1, -(-info.num_content // config.global_batch_size)
-    )
-    num_steps = config.num_steps or steps_per_epoch * (
-        config.optim.constant_epochs + config.optim.decay_epochs
-    )
-    schedule, tx = _optimizer(tuple(sorted(config.optim.items())), steps_per_epoch)
 
-    state = create_train_state(config.seed, model_config, tx, config.model.init_std)
-    state = replicate(state, replicated)
-    encoder_params = replicate(encoder_params, replicated)
-    num_params = sum(np.size(p) for p in jax.tree.leaves(state.params))
-    logging.info("%s network: %s trainable parameters", model_config["variant"], f"{num_params:,}")
 
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """The resolved config as JSON data; process 0 also writes it to `workdir`/config.json."""
     train_config = json.loads(config.to_json_best_effort())
-    if is_chief:
+    if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(train_config, f, indent=2)
+    return train_config
 
-    iterator = iter(dataset)
-    if resume_step is not None:
-        state, rng = checkpoint.restore_train(manager, state, rng, resume_step)
-        logging.info("resumed from step %d in %s", resume_step, manager.directory)
-    start_step = int(jax.device_get(state.step))
 
-    p_train_step = make_train_step(mesh, models.build_encoder(model_config), loss_config)
-    network = models.build_network(model_config)
-    writer = None
-    if is_chief:
-        from tensorboardX import SummaryWriter
+class _Progress:
+    """Progress lines on every process; TensorBoard scalars and image grids from process 0."""
 
-        writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    def __init__(self, config, setup: TrainSetup, start_step: int, num_steps: int, workdir: str):
+        self.log_every, self.image_every = config.log_every, config.image_every
+        self.global_batch, self.num_steps = config.global_batch_size, num_steps
+        self.schedule, self.encoder_params = setup.schedule, setup.encoder_params
+        self.network = models.build_network(setup.model_config)
+        num_params = sum(np.size(p) for p in jax.tree.leaves(setup.state.params))
+        variant = setup.model_config["variant"]
+        logging.info("%s network: %s trainable parameters", variant, f"{num_params:,}")
+        self.skipped = 0
+        self.last_time, self.last_step = time.perf_counter(), start_step
+        self.writer = None
+        if jax.process_index() == 0:
+            from tensorboardX import SummaryWriter
 
-    def save(step: int, force: bool) -> None:
-        samples = start_sample + (step - start_step) * config.global_batch_size
-        checkpoint.save_train(
-            manager, step, state, encoder_params, model_config, rng, samples, train_config, force
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def _due(self, every: int, done: int) -> bool:
+        return bool(every) and (done % every == 0 or done == self.num_steps)
+
+    def update(self, done: int, metrics, local, params, checkpoint_dir: str) -> None:
+        """After step `done`: count skipped images; log, and write images, when due."""
+        self.skipped += int(local["skipped"].sum())
+        if self._due(self.log_every, done):
+            self._log(
+                done, {k: float(v) for k, v in jax.device_get(metrics).items()}, checkpoint_dir
+            )
+        if self.writer is not None and self._due(self.image_every, done):
+            stylized = _stylize(self.network, self.encoder_params, params, local)
+            self.writer.add_image(
+                "content_style_stylized",  # TensorBoard tags allow no "|"
+                _image_grid(local, stylized),
+                done,
+                dataformats="HWC",
+            )
+            self.writer.flush()
+
+    def _log(self, done: int, metrics: dict[str, float], checkpoint_dir: str) -> None:
+        if not np.isfinite(metrics["total"]):
+            raise TrainingError(
+                f"step {done}: loss is {metrics['total']} (not finite); lower "
+                f"--config.optim.lr or check the data; the last checkpoint is in {checkpoint_dir}"
+            )
+        now = time.perf_counter()
+        steps_per_sec = (done - self.last_step) / max(now - self.last_time, 1e-9)
+        images_per_sec = steps_per_sec * self.global_batch
+        self.last_time, self.last_step = now, done
+        lr = float(self.schedule(done - 1))
+        logging.info(
+            "step %d/%d | loss %.4f (content %.4f, global %.4f, local %.4f) | lr %.2e | "
+            "%.1f img/s | ETA %s | skipped images %d",
+            done,
+            self.num_steps,
+            metrics["total"],
+            metrics["content"],
+            metrics["global_style"],
+            metrics["local_style"],
+            lr,
+            images_per_sec,
+            _format_eta((self.num_steps - done) / max(steps_per_sec, 1e-9)),
+            self.skipped,
         )
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"loss/{name}", value, done)
+            self.writer.add_scalar("train/learning_rate", lr, done)
+            self.writer.add_scalar("train/images_per_sec", images_per_sec, done)
+            self.writer.add_scalar("train/skipped_images", self.skipped, done)
 
-    skipped = 0
-    last_time, last_step = time.perf_counter(), start_step
-    logging.info("training steps %d..%d (%d steps/epoch)", start_step, num_steps, steps_per_epoch)
-    with _Preemption() as preemption:
-        for step in range(start_step, num_steps):
-            local = next(iterator)
-            skipped += int(local["skipped"].sum())
-            batch = {
-                name: jax.make_array_from_process_local_data(batch_sharding, local[name])
-                for name in ("content", "style")
-            }
-            state, metrics = p_train_step(state, encoder_params, batch, rng)
-            done = step + 1
-
-            if config.log_every and (done % config.log_every == 0 or done == num_steps):
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not np.isfinite(metrics["total"]):
-                    raise TrainingError(
-                        f"step {done}: loss is {metrics['total']} (not finite); lower "
-                        "--config.optim.lr or check the data; the last checkpoint is in "
-                        f"{manager.directory}"
-                    )
-                now = time.perf_counter()
-                steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
-                images_per_sec = steps_per_sec * config.global_batch_size
-                last_time, last_step = now, done
-                lr = float(schedule(done - 1))
-                logging.info(
-                    "step %d/%d | loss %.4f (content %.4f, global %.4f, local %.4f) | lr %.2e | "
-                    "%.1f img/s | ETA %s | skipped images %d",
-                    done,
-                    num_steps,
-                    metrics["total"],
-                    metrics["content"],
-                    metrics["global_style"],
-                    metrics["local_style"],
-                    lr,
-                    images_per_sec,
-                    _format_eta((num_steps - done) / max(steps_per_sec, 1e-9)),
-                    skipped,
-                )
-                if writer is not None:
-                    for name, value in metrics.items():
-                        writer.add_scalar(f"loss/{name}", value, done)
-                    writer.add_scalar("train/learning_rate", lr, done)
-                    writer.add_scalar("train/images_per_sec", images_per_sec, done)
-                    writer.add_scalar("train/skipped_images", skipped, done)
-
-            if (
-                writer is not None
-                and config.image_every
-                and (done % config.image_every == 0 or done == num_steps)
-            ):
-                writer.add_image(
-                    "content_style_stylized",  # TensorBoard tags allow no "|"
-                    _image_grid(local, _stylize(network, encoder_params, state.params, local)),
-                    done,
-                    dataformats="HWC",
-                )
-                writer.flush()
-
-            stop = preemption.requested or manager.reached_preemption(done)
-            save(done, force=stop or done == num_steps)
-            if stop:
-                logging.warning("stopped at step %d on request; resume with the same command", done)
-                break
-    manager.wait_until_finished()
-    manager.close()
-    if writer is not None:
-        writer.close()
-    if skipped:
-        logging.warning("skipped %d unreadable image reads in this run", skipped)
-    return state
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.skipped:
+            logging.warning("skipped %d unreadable image reads in this run", self.skipped)
 
 
 def replicate(tree: Any, sharding: jax.sharding.Sharding) -> Any:

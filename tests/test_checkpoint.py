@@ -27,11 +27,11 @@ def _assert_trees_equal(a, b):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    full = training.train_and_evaluate(_config(5, every_steps=2), str(tmp_path / "full"))
+    full = training.train(_config(5, every_steps=2), str(tmp_path / "full"))
     interrupted = str(tmp_path / "interrupted")
-    first = training.train_and_evaluate(_config(3), interrupted)  # "killed" after step 3
+    first = training.train(_config(3), interrupted)  # "killed" after step 3
     assert int(first.step) == 3
-    resumed = training.train_and_evaluate(_config(5), interrupted)
+    resumed = training.train(_config(5), interrupted)
     assert int(resumed.step) == 5
     _assert_trees_equal(jax.device_get(full.params), jax.device_get(resumed.params))
     _assert_trees_equal(jax.device_get(full.opt_state), jax.device_get(resumed.opt_state))
@@ -60,7 +60,7 @@ def test_sigterm_saves_and_stops(tmp_path):
     thread = threading.Thread(target=keep_signalling, daemon=True)
     thread.start()
     try:
-        state = training.train_and_evaluate(_config(10_000), workdir)
+        state = training.train(_config(10_000), workdir)
     finally:
         finished.set()
         thread.join()
@@ -85,8 +85,8 @@ def test_model_checkpoint_round_trip(tmp_path):
 
 
 def test_resume_with_another_model_is_a_clear_error(tmp_path):
-    training.train_and_evaluate(_config(1), str(tmp_path))
+    training.train(_config(1), str(tmp_path))
     config = _config(2)
     config.model.variant = "adaattn"
     with pytest.raises(checkpoint.CheckpointError, match="fresh --workdir"):
-        training.train_and_evaluate(config, str(tmp_path))
+        training.train(config, str(tmp_path))

@@ -64,22 +64,17 @@ def test_two_devices_equal_one_device():
 
 
 def test_losses_fall_without_recompiling():
-    config, model_config, encoder_params, state, iterator = _setup()
-    mesh = jax.make_mesh((2,), ("data",))
-    replicated = jax.NamedSharding(mesh, jax.P())
-    sharded = jax.NamedSharding(mesh, jax.P("data"))
+    config = tiny.get_config()
+    # The set-up train.py runs, with a step that raises if traced twice (a recompile).
     step_fn = chex.assert_max_traces(training.train_step, n=1)
-    step = training.make_train_step(
-        mesh, models.build_encoder(model_config), training.loss_config_from(config), step_fn
-    )
-    state = jax.device_put(state, replicated)
-    encoder_params = jax.device_put(encoder_params, replicated)
-    rng = jax.random.key(0)
-    totals = []
+    setup = training.setup_train(config, step_fn=step_fn)
+    assert setup.mesh.size == 2
+    dataset, _ = input_pipeline.create_dataset(config.data, config.global_batch_size, config.seed)
+    iterator = iter(dataset)
+    state, totals = setup.state, []
     for _ in range(30):
-        local = next(iterator)
-        batch = {k: jax.device_put(local[k], sharded) for k in ("content", "style")}
-        state, metrics = step(state, encoder_params, batch, rng)  # a retrace would raise
+        batch = setup.device_batch(next(iterator))
+        state, metrics = setup.train_step(state, setup.encoder_params, batch, setup.rng)
         totals.append(float(metrics["total"]))
     assert int(state.step) == 30 and np.all(np.isfinite(totals))
     assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:5]), totals
@@ -98,7 +93,7 @@ def test_batch_not_divisible_by_devices_is_a_one_line_error(tmp_path):
     config = tiny.get_config()
     config.global_batch_size = 3
     with pytest.raises(training.TrainingError, match="multiple of the device count") as error:
-        training.train_and_evaluate(config, str(tmp_path))
+        training.train(config, str(tmp_path))
     assert "\n" not in str(error.value)
 
 
@@ -108,7 +103,7 @@ def test_missing_vgg_says_where_it_comes_from(tmp_path, vgg_path):
     config.model.random_encoder = False
     config.model.vgg_path = vgg_path
     with pytest.raises(training.TrainingError) as error:
-        training.train_and_evaluate(config, str(tmp_path))
+        training.train(config, str(tmp_path))
     message = str(error.value)
     assert "vgg_normalised.pth" in message and "--config.model.vgg_path" in message
     assert "AdaAttN" in message and "\n" not in message
