@@ -188,19 +188,30 @@ class ClipWriter:
             self._out = av.open(self._partial, "w")
         except av.error.FFmpegError as error:
             raise VideoError(f"{self.path}: cannot write video ({_reason(error)})") from error
+        self._audio_in, self._audio_packets, self._audio = None, iter(()), None
+        try:
+            self._add_streams()
+        except (av.error.FFmpegError, ValueError) as error:
+            self._out.close()
+            self._cleanup()
+            raise VideoError(
+                f"{self.path}: cannot write this video here ({_reason(error)}); the source's "
+                "audio or the frame size may not fit the container: try a .mkv output"
+            ) from error
+        self._pending = None
+        return self
+
+    def _add_streams(self) -> None:
         codec, options = ENCODERS.get(self._ext, DEFAULT_ENCODER)
         self._video = self._out.add_stream(codec, rate=self._source.rate, options=options)
         self._video.width, self._video.height = self._source.width, self._source.height
         # 4:2:0 needs even sides; odd-sized clips keep their size in 4:4:4.
         even = self._source.width % 2 == 0 and self._source.height % 2 == 0
         self._video.pix_fmt = "yuv420p" if even else "yuv444p"
-        self._audio_in, self._audio_packets, self._audio = None, iter(()), None
         if self._source.has_audio:
-            self._audio_in = av.open(self._source.path)
+            self._audio_in = self._av.open(self._source.path)
             self._audio = self._out.add_stream_from_template(self._audio_in.streams.audio[0])
             self._audio_packets = self._audio_in.demux(self._audio_in.streams.audio[0])
-        self._pending = None
-        return self
 
     def write(self, images: np.ndarray, pts=None, time_base=None) -> None:
         """Encodes float (b, h, w, 3) frames in [0, 1] (clipped, rounded to 8 bits).
@@ -241,16 +252,28 @@ class ClipWriter:
             self._out.mux(packet)
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        complete = False
         try:
             if exc_type is None:
                 for packet in self._video.encode():
                     self._out.mux(packet)
                 self._copy_audio(None)
             self._out.close()
+            complete = exc_type is None
         finally:
-            if self._audio_in is not None:
-                self._audio_in.close()
-        if exc_type is None:
-            os.replace(self._partial, self.path)
-        elif os.path.exists(self._partial):
+            if complete:
+                self._close_audio()
+                os.replace(self._partial, self.path)
+            else:
+                self._cleanup()
+
+    def _close_audio(self) -> None:
+        if self._audio_in is not None:
+            self._audio_in.close()
+            self._audio_in = None
+
+    def _cleanup(self) -> None:
+        """Closes the audio source and removes the partial file."""
+        self._close_audio()
+        if os.path.exists(self._partial):
             os.remove(self._partial)

@@ -221,3 +221,28 @@ def test_video_output_flag_errors(files, ckpts, tmp_path, capsys):
     assert err == "error: --output out.png: a clip's output ends in one of .mp4, .mov, " + (
         ".m4v, .mkv, .webm, .avi\n"
     )
+
+
+def test_audio_the_container_cannot_hold_is_one_line(tmp_path):
+    """PCM audio cannot go into WebM: one line suggesting .mkv, no partial file left."""
+    path = str(tmp_path / "pcm.avi")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("mpeg4", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=AUDIO_RATE)
+        audio.layout = "mono"
+        for image in clip_frames()[:4]:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 4000), np.int16), "s16", "mono")
+        samples.sample_rate, samples.pts = AUDIO_RATE, 0
+        for packet in [*audio.encode(samples), *audio.encode()]:
+            out.mux(packet)
+    info = video.probe(path)
+    assert info.has_audio
+    with pytest.raises(video.VideoError, match=r"out\.webm: cannot write .* try a \.mkv"):
+        with video.ClipWriter(str(tmp_path / "out.webm"), info):
+            pass
+    assert os.listdir(tmp_path) == ["pcm.avi"]
