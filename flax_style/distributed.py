@@ -3,9 +3,10 @@
 Three ways to say it, read in this order (an earlier one wins field by field):
   explicit   flags `--coordinator_address HOST:PORT --num_processes N --process_id I`, or the
              environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
-  SLURM      `srun`: SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID; the coordinator is the step's
-             first node (SLURM_STEP_NODELIST) on port JAX_COORDINATOR_PORT (default: derived
-             from SLURM_JOB_ID, as JAX does, so every task computes the same one)
+  SLURM      `srun`: SLURM_STEP_NUM_TASKS (or SLURM_NTASKS), SLURM_PROCID, SLURM_LOCALID; the
+             coordinator is the step's first node (SLURM_STEP_NODELIST) on port
+             JAX_COORDINATOR_PORT (default: derived from SLURM_JOB_ID, as JAX does, so every
+             task computes the same one)
   Open MPI   `mpirun`: OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_*; the
              coordinator is the launcher's host (Open MPI 4's OMPI_MCA_orte_hnp_uri) or, with
              Open MPI 5, JAX_COORDINATOR_ADDRESS passed with `mpirun -x`
@@ -70,7 +71,7 @@ def _slurm(env: Mapping[str, str]) -> dict:
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
     port = _int(env, "JAX_COORDINATOR_PORT") or _default_port(_int(env, "SLURM_JOB_ID") or 0)
     nodes = _int(env, "SLURM_STEP_NUM_NODES") or _int(env, "SLURM_NNODES") or 1
-    tasks = _int(env, "SLURM_NTASKS")
+    tasks = _int(env, "SLURM_STEP_NUM_TASKS") or _int(env, "SLURM_NTASKS")  # this srun's
     return {
         "coordinator_address": f"{first_host(nodelist)}:{port}" if nodelist else None,
         "num_processes": tasks,

@@ -45,6 +45,9 @@ def test_slurm_environment():
          "JAX_COORDINATOR_PORT": "1234"}
     )  # fmt: skip
     assert cluster == distributed.Cluster("gpu007:1234", 2, 1, None, "slurm")
+    # A step of fewer tasks than the job: the step's count.
+    step = {**env, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}
+    assert distributed.detect_cluster(step).num_processes == 2
     # GPUs bound by SLURM (--gpus-per-task): the process keeps what it sees.
     assert distributed.detect_cluster({**env, "CUDA_VISIBLE_DEVICES": "0"}).local_device_ids is None
     assert distributed.first_host("node001") == "node001"
@@ -196,7 +199,7 @@ class Launch:
             "SLURM_JOB_ID": "77",
             "SLURM_NTASKS": str(count),
             "SLURM_SUBMIT_DIR": ROOT,
-            "COORDINATOR_PORT": str(port),
+            "JAX_COORDINATOR_PORT": str(port),
             "PYTHON": sys.executable,
             "MAX_RESTARTS": "0",
             "SRUN_LOG_DIR": self.workdir,
