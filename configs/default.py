@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_steps = 0  # steps to train; 0: optim.constant_epochs + optim.decay_epochs epochs
     config.log_every = 50  # steps between progress lines and TensorBoard scalars
     config.image_every = 1000  # steps between TensorBoard image grids (content | style | out)
+    config.sample_side = 256  # end of run: samples/sheet.png at this shorter side (0: none)
 
     config.model = ml_collections.ConfigDict()
     config.model.variant = MODEL["variant"]  # "proposed" (the paper) or "adaattn" (official)

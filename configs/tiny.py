@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_steps = 30
     config.log_every = 10
     config.image_every = 30
+    config.sample_side = 64
     config.model.random_encoder = True
     config.model.widths = models.TINY_WIDTHS
     config.data.load_size = 64

@@ -119,7 +119,12 @@ def target_shape(path: str, size: int | None) -> tuple[int, int]:
 
 def load_resized(path: str, size: int | None) -> np.ndarray:
     """`load_image`, the shorter side resized to `size` (Lanczos on float data); None keeps it."""
-    image = load_image(path)
+    return resize_shorter(load_image(path), size)
+
+
+def resize_shorter(image: np.ndarray, size: int | None) -> np.ndarray:
+    """A float RGB image with its shorter side resized to `size` (Lanczos per channel on float
+    data, so no 8-bit rounding); None, or the size it has, returns it unchanged."""
     h, w = _scaled(*image.shape[:2], size)
     if (h, w) == image.shape[:2]:
         return image

@@ -24,10 +24,21 @@ from absl import logging
 from flax import traverse_util
 from flax.training import train_state
 from jax import lax
+from PIL import Image
 
-from flax_style import checkpoint, convert, errors, input_pipeline, losses, models
+from flax_style import (
+    checkpoint,
+    convert,
+    errors,
+    image_io,
+    input_pipeline,
+    losses,
+    models,
+    stylize,
+)
 
 P = jax.P
+SAMPLE_NAMES = ("content", "style", "sheet")  # WORKDIR/samples/NAME.png at the end of a run
 VGG_HELP = (
     "the VGG-19 encoder weights `vgg_normalised.pth` come with the official AdaAttN release "
     "(https://github.com/Huage001/AdaAttN, models/) and with pytorch-AdaIN "
@@ -475,11 +486,41 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         )
 
     progress = _Progress(config, setup, start_step, num_steps, workdir)
+    if start_step < num_steps:
+        logging.info("compiling the train step (the first step includes it)")
     state = _train_loop(setup, state, rng, iter(dataset), num_steps, progress, save, manager)
     manager.wait_until_finished()
     manager.close()
     progress.close()
+    if jax.process_index() == 0 and config.sample_side:
+        _finish(workdir, config, setup, state, num_steps, already_done=start_step == num_steps)
     return state
+
+
+def _finish(workdir, config, setup: TrainSetup, state, num_steps: int, already_done: bool) -> None:
+    """Process 0 after the last step: the sample sheet, and what to look at and run next."""
+    if int(jax.device_get(state.step)) < num_steps:  # stopped early (SIGTERM): no samples
+        return
+    paths = {name: os.path.join(workdir, "samples", f"{name}.png") for name in SAMPLE_NAMES}
+    if not (already_done and all(map(os.path.isfile, paths.values()))):
+        params, encoder_params = _local(state.params), _local(setup.encoder_params)
+        stylizer = stylize.Stylizer(params, encoder_params, setup.model_config)
+        paths = write_samples(workdir, config.data, stylizer, config.sample_side)
+    shown = {name: _shown_path(path) for name, path in paths.items()}
+    status = "already complete" if already_done else "done"
+    print(
+        f"{status}: {num_steps} steps, checkpoints in {_shown_path(workdir)}; sample "
+        f"(content | style | stylized): {shown['sheet']}\n"
+        f"next: python infer.py --checkpoint {_shown_path(workdir)} --content {shown['content']} "
+        f"--style {shown['style']} --output stylized.png",
+        flush=True,
+    )
+
+
+def _shown_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it (shorter commands)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _train_loop(
@@ -493,13 +534,17 @@ def _train_loop(
     manager: Any,
 ) -> TrainState:
     """Steps from `state.step` to `num_steps`; saves by policy, at the end and on SIGTERM."""
+    first, started = int(jax.device_get(state.step)), time.perf_counter()
     with _Preemption() as preemption:
-        for step in range(int(jax.device_get(state.step)), num_steps):
+        for step in range(first, num_steps):
             local = next(iterator)
             state, metrics = setup.train_step(
                 state, setup.encoder_params, setup.device_batch(local), rng
             )
             done = step + 1
+            if step == first:
+                jax.block_until_ready(metrics)  # once: says when compilation is over
+                logging.info("first step done in %.1f s", time.perf_counter() - started)
             progress.update(done, metrics, local, state.params, manager.directory)
             stop = preemption.requested or manager.reached_preemption(done)
             save(done, state, stop or done == num_steps)
@@ -537,7 +582,7 @@ class _Progress:
         self.log_every, self.image_every = config.log_every, config.image_every
         self.global_batch, self.num_steps = config.global_batch_size, num_steps
         self.schedule, self.encoder_params = setup.schedule, setup.encoder_params
-        self.network = models.build_network(setup.model_config)
+        self.model_config = setup.model_config
         num_params = sum(np.size(p) for p in jax.tree.leaves(setup.state.params))
         variant = setup.model_config["variant"]
         logging.info("%s network: %s trainable parameters", variant, f"{num_params:,}")
@@ -560,7 +605,10 @@ class _Progress:
                 done, {k: float(v) for k, v in jax.device_get(metrics).items()}, checkpoint_dir
             )
         if self.writer is not None and self._due(self.image_every, done):
-            stylized = _stylize(self.network, self.encoder_params, params, local)
+            encoder_params = _local(self.encoder_params)
+            stylized = _stylize(
+                stylize.Stylizer(_local(params), encoder_params, self.model_config), local
+            )
             self.writer.add_image(
                 "content_style_stylized",  # TensorBoard tags allow no "|"
                 _image_grid(local, stylized),
@@ -624,31 +672,35 @@ def _local(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
 
-def _stylize(network, encoder_params, params, local_batch, count: int = 4) -> np.ndarray:
+def _stylize(stylizer: stylize.Stylizer, local_batch, count: int = 4) -> np.ndarray:
     """uint8 stylized images of the first `count` pairs of a host batch (for image grids)."""
-    return np.asarray(
-        _stylize_jit(
-            network,
-            _local(encoder_params),
-            _local(params),
-            local_batch["content"][:count],
-            local_batch["style"][:count],
-        )
-    )
+    to_float = lambda x: np.asarray(x[:count], np.float32) / 255.0  # noqa: E731
+    out = stylizer.stylize_mix(to_float(local_batch["content"]), [to_float(local_batch["style"])])
+    return (np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _stylize_jit(network, encoder_params, params, content, style):
-    encoder = models.VGGEncoder(network.widths, dtype=network.dtype)
-    content = content.astype(jnp.float32) / 255.0
-    style = style.astype(jnp.float32) / 255.0
-    c_feats = encoder.apply({"params": encoder_params}, content)
-    s_feats = encoder.apply({"params": encoder_params}, style)
-    out = network.apply(
-        {"params": params},
-        c_feats,
-        s_feats,
-        output_size=content.shape[1:3],
-        rngs={"sample": jax.random.key(0)},
+def write_samples(
+    workdir: str, data: ml_collections.ConfigDict, stylizer: stylize.Stylizer, side: int
+) -> dict[str, str]:
+    """Stylizes the first content with the first style image of the training data and writes
+    `samples/content.png`, `samples/style.png` (shorter side `side`) and `samples/sheet.png`
+    (content | style | stylized, at the content's height), for a look and for `infer.py`.
+
+    Returns:
+      {"content", "style", "sheet"}: the paths written.
+    """
+    paths = {name: os.path.join(workdir, "samples", f"{name}.png") for name in SAMPLE_NAMES}
+    images = {}
+    for role in ("content", "style"):
+        source = input_pipeline.open_source(data[role], role, data.image_key, data.tfds_data_dir)
+        image_io.save_image(paths[role], image_io.resize_shorter(source[0], side))
+        images[role] = image_io.load_image(paths[role])  # 8-bit, as `infer.py` will read it
+    stylized = np.clip(stylizer.stylize(images["content"], images["style"]), 0.0, 1.0)
+    height = images["content"].shape[0]
+    style_width = max(1, round(images["style"].shape[1] * height / images["style"].shape[0]))
+    style_tile = Image.fromarray((images["style"] * 255.0).astype(np.uint8)).resize(
+        (style_width, height), Image.LANCZOS
     )
-    return (jnp.clip(out, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+    sheet = [images["content"], np.asarray(style_tile, np.float32) / 255.0, stylized]
+    image_io.save_image(paths["sheet"], np.concatenate(sheet, axis=1))
+    return paths

@@ -128,3 +128,39 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
     assert "error: data.content='folder:/no/such/dir': '/no/such/dir' is not a directory" in (
         result.stderr
     )
+
+
+def test_finished_run_shows_a_sample_and_the_next_command(tmp_path, capsys, monkeypatch):
+    """The end of a run: samples/sheet.png is content | style | the final checkpoint's
+    stylization; the printed `infer.py` command works as printed; a re-run says it is complete."""
+    import shlex
+
+    import infer
+    from flax_style import image_io, stylize
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny.get_config()
+    config.num_steps, config.checkpoint.every_steps = 2, 2
+    config.model.init_std = 0.2  # an output far from black, so that the comparisons can fail
+    training.train(config, "run")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("done: 2 steps, checkpoints in run; sample")
+    assert lines[0].endswith("run/samples/sheet.png")
+    command = shlex.split(lines[1].removeprefix("next: "))
+    assert command[:2] == ["python", "infer.py"]
+    assert infer.main(command[2:]) == 0
+
+    content = image_io.load_image("run/samples/content.png")
+    style = image_io.load_image("run/samples/style.png")
+    sheet = image_io.load_image("run/samples/sheet.png")
+    assert min(content.shape[:2]) == min(style.shape[:2]) == config.sample_side
+    h, w = content.shape[:2]
+    assert sheet.shape[0] == h and sheet.shape[1] > 2 * w
+    np.testing.assert_allclose(sheet[:, :w], content, atol=1 / 255)
+    expected = np.clip(stylize.load_stylizer("run").stylize(content, style), 0, 1)
+    assert expected.std() > 0.1
+    np.testing.assert_allclose(sheet[:, -w:], expected, atol=1 / 255 + 1e-6)
+    assert np.abs(image_io.load_image("stylized.png") - expected).max() <= 1 / 255 + 1e-6
+
+    training.train(config, "run")
+    assert capsys.readouterr().out.startswith("already complete: 2 steps")
