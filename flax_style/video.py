@@ -19,9 +19,15 @@ import numpy as np
 from flax_style import errors
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-# Encoder per output container; libx264 at CRF 18 is visually lossless for most footage.
-ENCODERS = {".webm": ("libvpx-vp9", {"crf": "30", "b": "0"})}
-DEFAULT_ENCODER = ("libx264", {"crf": "18", "preset": "medium"})
+# (codec, options, pixel format) per output container: libx264 at CRF 18 (visually lossless
+# for most footage) unless the extension says otherwise; .mkv is lossless FFV1 in 8-bit RGB
+# (large files: for editing, or for measuring flicker without codec noise). None: 4:2:0, or
+# 4:4:4 when a side is odd.
+ENCODERS = {
+    ".webm": ("libvpx-vp9", {"crf": "30", "b": "0"}, None),
+    ".mkv": ("ffv1", {}, "bgr0"),
+}
+DEFAULT_ENCODER = ("libx264", {"crf": "18", "preset": "medium"}, None)
 
 
 class VideoError(errors.UserError):
@@ -202,12 +208,12 @@ class ClipWriter:
         return self
 
     def _add_streams(self) -> None:
-        codec, options = ENCODERS.get(self._ext, DEFAULT_ENCODER)
+        codec, options, pix_fmt = ENCODERS.get(self._ext, DEFAULT_ENCODER)
         self._video = self._out.add_stream(codec, rate=self._source.rate, options=options)
         self._video.width, self._video.height = self._source.width, self._source.height
         # 4:2:0 needs even sides; odd-sized clips keep their size in 4:4:4.
         even = self._source.width % 2 == 0 and self._source.height % 2 == 0
-        self._video.pix_fmt = "yuv420p" if even else "yuv444p"
+        self._video.pix_fmt = pix_fmt or ("yuv420p" if even else "yuv444p")
         if self._source.has_audio:
             self._audio_in = self._av.open(self._source.path)
             self._audio = self._out.add_stream_from_template(self._audio_in.streams.audio[0])

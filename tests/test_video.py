@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import infer
-from flax_style import checkpoint, image_io, models, stylize, stylize_video, video
+from flax_style import checkpoint, image_io, models, stylize, video
 from tests.test_stylize import CONFIG, make_stylizer, random_image
 
 NUM_FRAMES, HEIGHT, WIDTH, RATE = 24, 48, 64, 24
@@ -104,13 +104,14 @@ def test_read_clip_batches(files):
 @pytest.mark.parametrize("variant", list(VARIANT_CONFIGS))
 def test_clip_in_clip_out(variant, files, ckpts, tmp_path, capsys):
     """Same frame count, size, rate; audio copied; each frame is the model's image of the
-    input frame with the style subset of `--seed` (the same for every frame)."""
+    input frame with the style subset of `--seed` (the same for every frame). H.264 for
+    "proposed", lossless FFV1 (.mkv) for the others, whose frames are then checked exactly."""
     ckpt, _ = ckpts[variant]
     stylizer = stylize.load_stylizer(ckpt)  # as infer.py loads it (same attention chunks)
-    out = tmp_path / "out.mp4"
+    out = tmp_path / ("out.mp4" if variant == "proposed" else "out.mkv")
     args = ["--checkpoint", ckpt, "--content", files / "clip.mp4", "--style", files / "style.png"]
     assert infer.main([*map(str, args), "--output", str(out), "--batch_size", "5"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]  # no partial file left
+    assert sorted(os.listdir(tmp_path)) == [out.name]  # no partial file left
     err = capsys.readouterr().err
     assert "frame 24/24" in err and "frames/s" in err and "ETA" in err
     frames, (rate, size), audio_packets = decode_all(str(out))
@@ -118,31 +119,22 @@ def test_clip_in_clip_out(variant, files, ckpts, tmp_path, capsys):
     assert rate == RATE and size == (HEIGHT, WIDTH)
     assert audio_packets == decode_all(str(files / "clip.mp4"))[2] > 10
 
-    if variant == "adaattn":
-        return  # the same program as "proposed" below; spare the per-frame compilations
-    # Each frame stylized alone with seed 0 is what the batched clip path computes (float); put
-    # through the same encoder, the clip path's batches give the file's frames, bit for bit.
-    # (Not the single-frame floats themselves: H.264 looks ahead, so a 1e-7 difference in a
-    # late frame can move earlier frames' quantisation; the tiny random model's high-contrast
-    # output loses ~0.05 per pixel to 4:2:0 H.264.)
+    if variant == "proposed":
+        return  # H.264 is lossy; the structure above is what it must keep
+    # Each frame stylized alone with seed 0 is what the batched clip path computes (float), and
+    # the lossless file holds it rounded to 8 bits.
     (source,) = video.read_clip(str(files / "clip.mp4"), NUM_FRAMES)
     inputs = source.images
     style = image_io.load_image(str(files / "style.png"))
-    style_feats = [stylizer.encode(style)]
-    batched = np.concatenate([
-        stylizer.render(stylize_video._pad(b, 5), stylizer.encode(stylize_video._pad(b, 5)),
-                        style_feats, stylize.Controls(seed=0))[: len(b)]
-        for b in np.array_split(inputs, range(5, NUM_FRAMES, 5))
-    ])  # fmt: skip
     expected = np.stack([stylizer.stylize(f, style, seed=0) for f in inputs])
-    np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-5)
-    with video.ClipWriter(str(tmp_path / "expected.mp4"), video.probe(str(out))) as writer:
-        writer.write(batched, source.pts, source.time_base)
-    encoded, _, _ = decode_all(str(tmp_path / "expected.mp4"))
-    np.testing.assert_array_equal(frames, encoded)
+    # 1/255: a float a hair from a rounding boundary may round the other way after batching.
+    pixels, expected_pixels = np.round(frames * 255).astype(int), video.to_uint8(expected)
+    assert np.abs(pixels - expected_pixels).max() <= 1
+    assert np.mean(pixels != expected_pixels) < 1e-3
     # The seed matters (a subset is drawn), so the equality above shows it fixed for the clip.
-    other_seed = stylizer.stylize(inputs[0], style, seed=1)
-    assert np.abs(np.clip(other_seed, 0, 1) - np.clip(expected[0], 0, 1)).max() > 0.05
+    if variant == "adaattn-video":  # its block keeps 40 of 12 x 16 style positions
+        other_seed = stylizer.stylize(inputs[0], style, seed=1)
+        assert np.abs(np.clip(other_seed, 0, 1) - np.clip(expected[0], 0, 1)).max() > 0.05
 
 
 def test_frame_folder_one_output_per_frame(files, ckpts, tmp_path):
