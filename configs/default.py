@@ -61,6 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.decay_epochs = 3  # official: epochs of decay (n_epochs_decay)
     config.optim.decay_rate = 0.3  # official: factor per decay epoch
     config.optim.steps_per_epoch = 0  # 0: content images / global batch
+    # Non-finite loss or gradients: 0 stops the run (nothing non-finite is saved); N > 0 skips
+    # the update instead (optax.apply_if_finite), and stops after N bad steps in a row. It
+    # changes the optimiser state: choose it when a run starts.
+    config.optim.skip_nonfinite = 0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.content = 0.0  # content loss weight (official 0)

@@ -21,12 +21,13 @@ directory without the commit is never listed by `latest_step` and never resumed 
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from flax_style import errors, models
 
@@ -172,7 +173,11 @@ def check_finite(tree: Any, where: str) -> None:
 
 
 def train_manager(
-    directory: str, save_every: int, keep: int, async_save: bool = True
+    directory: str,
+    save_every: int,
+    keep: int,
+    async_save: bool = True,
+    keep_steps: Sequence[int] = (),
 ) -> ocp.CheckpointManager:
     """The training `CheckpointManager`: every `save_every` steps and on preemption, keeps `keep`.
 
@@ -182,13 +187,19 @@ def train_manager(
       keep: most recent checkpoints to keep.
       async_save: write in a background thread (the device-to-host copy stays blocking, so the
         donated train state may be overwritten right after `save` returns).
+      keep_steps: steps never deleted (broken checkpoints, left for the user to inspect).
     """
     policies = ocp.checkpoint_managers
+    preservation = policies.LatestN(keep)
+    if keep_steps:
+        preservation = policies.AnyPreservationPolicy(
+            [preservation, policies.CustomSteps(list(keep_steps))]
+        )
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=policies.AnySavePolicy(
             [policies.FixedIntervalPolicy(save_every), policies.PreemptionCheckpointingPolicy()]
         ),
-        preservation_policy=policies.LatestN(keep),
+        preservation_policy=preservation,
         enable_async_checkpointing=async_save,
     )
     return ocp.CheckpointManager(
@@ -255,7 +266,8 @@ def restore_train(
       step: the step to restore; the latest by default.
 
     Raises:
-      CheckpointError: the step is missing or does not fit the current model or optimiser.
+      CheckpointError: the step is missing, incomplete (a truncated or deleted file), holds
+        NaN/Inf parameters, or does not fit the current model or optimiser.
     """
     step = manager.latest_step() if step is None else step
     abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)  # noqa: E731
@@ -270,13 +282,9 @@ def restore_train(
                 rng=ocp.args.StandardRestore(np.asarray(jax.random.key_data(rng))),
             ),
         )
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CheckpointError(
-            f"{manager.directory}: cannot resume from step {step} ({type(error).__name__}: "
-            f"{first_line}); the model or optimiser config differs from the checkpoint's, or "
-            "it is not a train checkpoint: use a fresh --workdir"
-        ) from None
+    except Exception as error:  # orbax and tensorstore raise many types for a damaged step
+        raise CheckpointError(f"{manager.directory} step {step}: {_reason(error)}") from None
+    check_finite(restored["params"], f"{manager.directory} step {step}")
     state = state.replace(
         params=restored["params"],
         step=restored["opt_state"]["step"],
@@ -295,8 +303,47 @@ def restore_data_position(manager: ocp.CheckpointManager, step: int) -> int:
     try:
         restored = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
         return int(restored["data"]["samples"])
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
+    except Exception as error:  # a deleted or damaged item, or a checkpoint of another version
         raise CheckpointError(
-            f"{manager.directory}: step {step} has no data position ({type(error).__name__}); "
-            "it is not a train checkpoint of this version: use a fresh --workdir"
+            f"{manager.directory} step {step}: no data position ({_reason(error)})"
         ) from None
+
+
+def _reason(error: Exception) -> str:
+    """`Type: first line` of an orbax/tensorstore error (some run to a hundred lines)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:160] if lines else ''}".rstrip(": ")
+
+
+def restore_newest(
+    manager: ocp.CheckpointManager, restore: Callable[[int], Any]
+) -> tuple[Any, list[int]]:
+    """`restore(step)` of the newest step that restores completely, trying the newest first.
+
+    A step that does not (a truncated or deleted file, NaN parameters) is reported in one
+    warning line and left in place, for the user to inspect.
+
+    Args:
+      manager: from `train_manager`.
+      restore: reads one step; raises `CheckpointError` when the step is unusable.
+
+    Returns:
+      (what `restore` returned, or None when there are no steps; the steps that failed).
+
+    Raises:
+      CheckpointError: steps exist but none restores (the newest one's reason).
+    """
+    broken, first_error = [], None
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(step), broken
+        except CheckpointError as error:
+            logging.warning("checkpoint step %d is kept but not resumed from: %s", step, error)
+            broken.append(step)
+            first_error = first_error or error
+    if first_error is not None:
+        raise CheckpointError(
+            f"{first_error}; none of the {len(broken)} steps restores: if the model or optimiser "
+            "config changed, use a fresh --workdir (or the config they were written with)"
+        )
+    return None, broken

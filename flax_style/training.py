@@ -150,7 +150,10 @@ def _optimizer(
     resumed run in the same process to reuse the compiled step."""
     optim = ml_collections.ConfigDict(dict(optim_items))
     schedule = learning_rate_schedule(optim, steps_per_epoch)
-    return schedule, optax.adam(schedule, b1=optim.b1, b2=optim.b2)
+    tx = optax.adam(schedule, b1=optim.b1, b2=optim.b2)
+    if optim.skip_nonfinite:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=optim.skip_nonfinite)
+    return schedule, tx
 
 
 def create_train_state(
@@ -168,7 +171,7 @@ def create_train_state(
       init_std: kernels ~ normal(0, init_std), biases 0 (the official `init_weights`); 0 uses
         flax's default initialisers instead.
     """
-    network = models.build_network(model_config)
+    network = _network(json.dumps(dict(model_config), sort_keys=True))
     if init_std > 0:
         params = _numpy_init(models.abstract_params(model_config)[0], seed, lambda _: init_std)
     else:
@@ -178,7 +181,18 @@ def create_train_state(
         zeros = [jnp.zeros(f.shape, f.dtype) for f in feats]
         rngs = {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
         params = jax.jit(network.init)(rngs, zeros, zeros)["params"]
-    return TrainState.create(apply_fn=network.apply, params=params, tx=tx)
+    state = TrainState.create(apply_fn=network.apply, params=params, tx=tx)
+    # A strongly typed step, like the one a checkpoint restores: a weakly typed 0 would give the
+    # resumed state another type, and the train step a second compilation.
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+@functools.lru_cache(maxsize=8)
+def _network(model_config_json: str) -> Any:
+    """One network object per model config: `apply_fn` is static in the train state, and bound
+    methods of two equal modules compare unequal, so a second state (a resumed run in the same
+    process) would otherwise retrace and recompile the train step."""
+    return models.build_network(json.loads(model_config_json))
 
 
 def train_step(
@@ -201,7 +215,9 @@ def train_step(
       loss_config: {"content", "global_style", "local_style", "key_mode", "max_sample"}.
 
     Returns:
-      (new state, {loss term: value averaged over devices}).
+      (new state, metrics): each loss term averaged over devices, and two booleans read by the
+      loop before it saves: "finite_update" (the loss and every gradient are finite) and
+      "finite_params" (every new parameter is finite), the same on every device.
     """
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index("data"))
     sample_rng, loss_rng = jax.random.split(rng)
@@ -239,7 +255,19 @@ def train_step(
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     grads = lax.pmean(grads, "data")
     terms = lax.pmean(terms, "data")
-    return state.apply_gradients(grads=grads), terms
+    new_state = state.apply_gradients(grads=grads)
+    # After the all-reduce, so every device holds the same answer. Element-wise checks, not a
+    # norm: the square of a large finite value would overflow to Inf.
+    flags = {
+        "finite_update": _all_finite((terms["total"], grads)),
+        "finite_params": _all_finite(new_state.params),
+    }
+    return new_state, {**terms, **flags}
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """Scalar bool: no NaN or Inf anywhere in `tree`."""
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def make_train_step(
@@ -299,6 +327,10 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     for name in ("num_steps", "log_every", "image_every"):
         if config[name] < 0:
             raise TrainingError(f"config.{name}={config[name]} must be >= 0")
+    if config.optim.skip_nonfinite < 0:
+        raise TrainingError(
+            f"config.optim.skip_nonfinite={config.optim.skip_nonfinite} must be >= 0 (0: stop)"
+        )
     if config.checkpoint.every_steps <= 0 or config.checkpoint.keep <= 0:
         raise TrainingError("config.checkpoint.every_steps and config.checkpoint.keep must be > 0")
     if config.optim.lr <= 0:
@@ -437,24 +469,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         jax.local_device_count(),
         jax.devices()[0].device_kind,
     )
-    manager = checkpoint.train_manager(
+    manager_args = (
         os.path.join(workdir, "checkpoints"),
         config.checkpoint.every_steps,
         config.checkpoint.keep,
         config.checkpoint.async_save,
     )
-    resume_step = manager.latest_step()  # only committed steps: a half-written one is not listed
-    start_sample = (
-        0 if resume_step is None else checkpoint.restore_data_position(manager, resume_step)
-    )
-    dataset, info = input_pipeline.create_dataset(
-        config.data,
-        config.global_batch_size,
-        config.seed,
-        jax.process_index(),
-        jax.process_count(),
-        start_sample,
-    )
+    manager = checkpoint.train_manager(*manager_args)
+    # The data order from the newest step's position (reopened below if an older step is
+    # resumed): the sources' sizes set the epoch length, which the set-up needs.
+    first_guess = _data_position(manager, manager.latest_step())
+    dataset, info = _create_dataset(config, first_guess)
     _log_data(info)
     steps_per_epoch = config.optim.steps_per_epoch or max(
         1, -(-info.num_content // config.global_batch_size)
@@ -463,15 +488,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         config.optim.constant_epochs + config.optim.decay_epochs
     )
     setup = setup_train(config, steps_per_epoch)
-    state, rng = setup.state, setup.rng
-    if resume_step is not None:
-        state, rng = checkpoint.restore_train(manager, state, rng, resume_step)
-        logging.info("resumed from step %d in %s", resume_step, manager.directory)
+    manager, state, rng, start_sample, broken = _resume(manager, manager_args, setup)
+    if start_sample != first_guess:
+        dataset, _ = _create_dataset(config, start_sample)
     train_config = _write_config(config, workdir)
     start_step = int(jax.device_get(state.step))
     logging.info("training steps %d..%d (%d steps/epoch)", start_step, num_steps, steps_per_epoch)
 
     def save(step: int, state: TrainState, force: bool) -> None:
+        if step in broken:  # orbax writes no step over an existing step directory
+            logging.warning("step %d not saved: the broken checkpoint of that step is kept", step)
+            return
         samples = start_sample + (step - start_step) * config.global_batch_size
         checkpoint.save_train(
             manager,
@@ -486,15 +513,57 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         )
 
     progress = _Progress(config, setup, start_step, num_steps, workdir)
-    if start_step < num_steps:
-        logging.info("compiling the train step (the first step includes it)")
-    state = _train_loop(setup, state, rng, iter(dataset), num_steps, progress, save, manager)
-    manager.wait_until_finished()
-    manager.close()
-    progress.close()
+    finiteness = _Finiteness(bool(config.optim.skip_nonfinite), broken)
+    try:
+        state = _train_loop(
+            setup, state, rng, iter(dataset), num_steps, progress, finiteness, save, manager
+        )
+    finally:  # also after an error: in-flight saves complete, no half-written step is left
+        manager.wait_until_finished()
+        manager.close()
+        progress.close()
     if jax.process_index() == 0 and config.sample_side:
         _finish(workdir, config, setup, state, num_steps, already_done=start_step == num_steps)
     return state
+
+
+def _create_dataset(config: ml_collections.ConfigDict, start_sample: int):
+    return input_pipeline.create_dataset(
+        config.data,
+        config.global_batch_size,
+        config.seed,
+        jax.process_index(),
+        jax.process_count(),
+        start_sample,
+    )
+
+
+def _data_position(manager: Any, step: int | None) -> int:
+    """The data position of `step`; 0 without a step or when it cannot be read."""
+    try:
+        return 0 if step is None else checkpoint.restore_data_position(manager, step)
+    except checkpoint.CheckpointError:
+        return 0  # `restore_newest` reports the step
+
+
+def _resume(manager: Any, manager_args: tuple, setup: "TrainSetup") -> tuple:
+    """(manager, state, rng, data position, broken steps) from the newest step that restores
+    completely; the fresh state at sample 0 when there is none. Broken steps are kept: the
+    manager is reopened with a retention policy that never deletes them."""
+
+    def restore(step: int) -> tuple[TrainState, jax.Array, int]:
+        start_sample = checkpoint.restore_data_position(manager, step)
+        state, rng = checkpoint.restore_train(manager, setup.state, setup.rng, step)
+        return state, rng, start_sample
+
+    resumed, broken = checkpoint.restore_newest(manager, restore)
+    if broken:
+        manager.close()
+        manager = checkpoint.train_manager(*manager_args, keep_steps=broken)
+    if resumed is None:
+        return manager, setup.state, setup.rng, 0, broken
+    logging.info("resumed from step %d in %s", int(resumed[0].step), manager.directory)
+    return (manager, *resumed, broken)
 
 
 def _finish(workdir, config, setup: TrainSetup, state, num_steps: int, already_done: bool) -> None:
@@ -530,11 +599,18 @@ def _train_loop(
     iterator: Any,
     num_steps: int,
     progress: "_Progress",
+    finiteness: "_Finiteness",
     save: Callable[[int, TrainState, bool], None],
     manager: Any,
 ) -> TrainState:
-    """Steps from `state.step` to `num_steps`; saves by policy, at the end and on SIGTERM."""
+    """Steps from `state.step` to `num_steps`; saves by policy, at the end and on SIGTERM.
+
+    Every step's finiteness is known before any save decision: accumulated on the device, it
+    is read (a host sync) only on steps that save or log, which wait for the step anyway.
+    """
     first, started = int(jax.device_get(state.step)), time.perf_counter()
+    if first < num_steps:
+        logging.info("compiling the train step (the first step includes it)")
     with _Preemption() as preemption:
         for step in range(first, num_steps):
             local = next(iterator)
@@ -545,13 +621,67 @@ def _train_loop(
             if step == first:
                 jax.block_until_ready(metrics)  # once: says when compilation is over
                 logging.info("first step done in %.1f s", time.perf_counter() - started)
-            progress.update(done, metrics, local, state.params, manager.directory)
+            finiteness.add(metrics, done)
             stop = preemption.requested or manager.reached_preemption(done)
-            save(done, state, stop or done == num_steps)
+            force = stop or done == num_steps
+            if force or progress.logs_at(done) or manager.should_save(done):
+                finiteness.check(manager)
+            progress.update(done, metrics, local, state.params)
+            save(done, state, force)
             if stop:
                 logging.warning("stopped at step %d on request; resume with the same command", done)
                 break
     return state
+
+
+@functools.partial(jax.jit, static_argnames="skip_nonfinite")
+def _accumulate_finiteness(all_finite, first_bad, flags, step, *, skip_nonfinite):
+    ok = flags["finite_params"] & (flags["finite_update"] | skip_nonfinite)
+    return all_finite & ok, jnp.where(all_finite & ~ok, step, first_bad)
+
+
+class _Finiteness:
+    """Whether every step so far had a finite loss, gradients and parameters, and the first
+    that did not: accumulated on the device, read only on steps that save or log.
+
+    With `skip_nonfinite` (optax.apply_if_finite) a bad loss or gradient skips its update, so
+    only non-finite parameters count.
+    """
+
+    def __init__(self, skip_nonfinite: bool, broken: list[int]):
+        self.skip_nonfinite, self.broken = skip_nonfinite, broken
+        self.all_finite, self.first_bad = np.bool_(True), np.int32(0)
+
+    def add(self, metrics: dict[str, jax.Array], step: int) -> None:
+        """Takes the step's flags out of `metrics`, asynchronously (no host sync)."""
+        flags = {name: metrics.pop(name) for name in ("finite_update", "finite_params")}
+        self.all_finite, self.first_bad = _accumulate_finiteness(
+            self.all_finite,
+            self.first_bad,
+            flags,
+            np.int32(step),
+            skip_nonfinite=self.skip_nonfinite,
+        )
+
+    def check(self, manager: Any) -> None:
+        """Raises TrainingError naming the first non-finite step and the newest checkpoint,
+        which is finite: every save of this run follows a check, a resumed one was checked."""
+        if bool(self.all_finite):
+            return
+        manager.wait_until_finished()  # so that the newest step on disk is complete
+        intact = sorted(set(manager.all_steps()) - set(self.broken))
+        where = (
+            f"the newest checkpoint, step {intact[-1]} in {manager.directory}, is finite: "
+            "re-run with a lower --config.optim.lr to resume from it"
+            if intact
+            else f"no checkpoint was saved in {manager.directory}: re-run with a lower "
+            "--config.optim.lr"
+        )
+        raise TrainingError(
+            f"step {int(self.first_bad)}: the loss, gradients or parameters are NaN/Inf, so "
+            f"training stopped without saving them; {where} (or skip bad steps with "
+            "--config.optim.skip_nonfinite=N)"
+        )
 
 
 def _log_data(info: input_pipeline.DataInfo) -> None:
@@ -597,13 +727,15 @@ class _Progress:
     def _due(self, every: int, done: int) -> bool:
         return bool(every) and (done % every == 0 or done == self.num_steps)
 
-    def update(self, done: int, metrics, local, params, checkpoint_dir: str) -> None:
+    def logs_at(self, done: int) -> bool:
+        """Whether step `done` writes a progress line (and so reads the metrics)."""
+        return self._due(self.log_every, done)
+
+    def update(self, done: int, metrics, local, params) -> None:
         """After step `done`: count skipped images; log, and write images, when due."""
         self.skipped += int(local["skipped"].sum())
-        if self._due(self.log_every, done):
-            self._log(
-                done, {k: float(v) for k, v in jax.device_get(metrics).items()}, checkpoint_dir
-            )
+        if self.logs_at(done):
+            self._log(done, {k: float(v) for k, v in jax.device_get(metrics).items()})
         if self.writer is not None and self._due(self.image_every, done):
             encoder_params = _local(self.encoder_params)
             stylized = _stylize(
@@ -617,12 +749,7 @@ class _Progress:
             )
             self.writer.flush()
 
-    def _log(self, done: int, metrics: dict[str, float], checkpoint_dir: str) -> None:
-        if not np.isfinite(metrics["total"]):
-            raise TrainingError(
-                f"step {done}: loss is {metrics['total']} (not finite); lower "
-                f"--config.optim.lr or check the data; the last checkpoint is in {checkpoint_dir}"
-            )
+    def _log(self, done: int, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
         steps_per_sec = (done - self.last_step) / max(now - self.last_time, 1e-9)
         images_per_sec = steps_per_sec * self.global_batch
