@@ -121,13 +121,14 @@ def test_bf16_loss_curve_tracks_float32():
     print(f"\nloss fp32: {np.round(fp32, 3)}\nloss bf16: {np.round(bf16, 3)}")
     assert np.isfinite(bf16).all()
     # Same data and initialisation: the first steps differ by rounding only; later the two
-    # trajectories drift apart (as two float32 runs on different hardware would), so the
-    # curves are compared as 5-step means, which must track each other and both fall.
+    # trajectories drift apart (as two float32 runs on different hardware would, either way),
+    # so the curves are compared as 5-step means: bf16 must not train worse than float32, and
+    # both must fall.
     rel = np.abs(bf16 - fp32) / fp32
     assert rel[:3].max() < 0.03, rel[:3]
     window = lambda curve: curve.reshape(-1, 5).mean(axis=1)  # noqa: E731
-    smoothed_rel = np.abs(window(bf16) - window(fp32)) / window(fp32)
+    worse = window(bf16) / window(fp32) - 1
     print(f"5-step means fp32 {np.round(window(fp32), 3)} bf16 {np.round(window(bf16), 3)}")
-    assert smoothed_rel.max() < 0.15, smoothed_rel
+    assert worse.max() < 0.15, worse
     assert window(bf16)[-1] < 0.7 * window(bf16)[0]
     assert window(fp32)[-1] < 0.7 * window(fp32)[0]
