@@ -148,3 +148,28 @@ def test_resume_skips_a_damaged_newest_checkpoint(four_steps, tmp_path, caplog, 
     assert int(state.step) == 6
     assert 4 in _steps(workdir) and 6 in _steps(workdir)  # kept despite keep=1
     assert _leftovers(workdir) == []
+
+
+def test_resume_skips_a_nan_checkpoint(four_steps, tmp_path, caplog):
+    """A step saved with NaN parameters (by an earlier version, before these checks) is kept
+    and skipped: re-running at a sane learning rate resumes from the finite step 2."""
+    workdir = _copy(four_steps[0], tmp_path)
+    config = _config(6, keep=1)
+    setup = training.setup_train(config, steps_per_epoch=2)
+    manager = checkpoint.train_manager(os.path.join(workdir, "checkpoints"), 2, 3)
+    state, rng = checkpoint.restore_train(manager, setup.state, setup.rng, 4)
+    samples = checkpoint.restore_data_position(manager, 4)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+    manager.close()
+    manager = checkpoint.train_manager(os.path.join(workdir, "checkpoints"), 2, 3)
+    nan_state = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
+    checkpoint.save_train(
+        manager, 4, nan_state, setup.encoder_params, setup.model_config, rng, samples, {}, True
+    )
+    manager.wait_until_finished()
+    manager.close()
+    with caplog.at_level(logging.INFO, logger="absl"):
+        state = training.train(config, workdir)
+    warnings = [r.getMessage() for r in caplog.records if "not resumed from" in r.getMessage()]
+    assert len(warnings) == 1 and "step 4: " in warnings[0] and "NaN/Inf" in warnings[0]
+    assert "resumed from step 2" in caplog.text and int(state.step) == 6
