@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     cli.enable_compilation_cache()
     import jax  # after the flags: `--help` and flag errors stay fast
 
+    if args.config.model.dtype == "float64":
+        # Here, once for the process and before any array exists (the distributed client, the
+        # data, the keys): x64 is a global JAX switch, so the library only checks it
+        # (`training.setup_train`) and in-process callers scope it with `jax.enable_x64`.
+        jax.config.update("jax_enable_x64", True)
+
     from flax_style import distributed, training
 
     cluster = distributed.detect_cluster(

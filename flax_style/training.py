@@ -34,6 +34,7 @@ from flax_style import (
     input_pipeline,
     losses,
     models,
+    ops,
     stylize,
 )
 
@@ -181,10 +182,20 @@ def create_train_state(
         zeros = [jnp.zeros(f.shape, f.dtype) for f in feats]
         rngs = {"params": jax.random.key(seed), "sample": jax.random.key(seed + 1)}
         params = jax.jit(network.init)(rngs, zeros, zeros)["params"]
+    params = params_dtype(params, model_config)  # before the optimiser state, which follows it
     state = TrainState.create(apply_fn=network.apply, params=params, tx=tx)
     # A strongly typed step, like the one a checkpoint restores: a weakly typed 0 would give the
     # resumed state another type, and the train step a second compilation.
     return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def params_dtype(params: Any, model_config: Mapping[str, Any]) -> Any:
+    """`params` (float32) in the dtype training keeps them in: float64 for a float64 model
+    (numerics checks; needs `jax.enable_x64`, see `_check_config`), else unchanged (bfloat16
+    computes with float32 parameters)."""
+    if model_config["dtype"] != "float64":
+        return params
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
 
 
 @functools.lru_cache(maxsize=8)
@@ -221,8 +232,11 @@ def train_step(
     """
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index("data"))
     sample_rng, loss_rng = jax.random.split(rng)
-    content = batch["content"].astype(jnp.float32) / 255.0
-    style = batch["style"].astype(jnp.float32) / 255.0
+    # Images in the encoder's statistics dtype: float32 (also under bfloat16), float64 for a
+    # float64 model.
+    image_dtype = ops.stat_dtype(encoder.dtype)
+    content = batch["content"].astype(image_dtype) / 255.0
+    style = batch["style"].astype(image_dtype) / 255.0
     # Content and style go through the frozen encoder once, together (one pass, no gradient).
     feats = encoder.apply({"params": encoder_params}, jnp.concatenate([content, style]))
     c_feats = [f[: content.shape[0]] for f in feats]
@@ -335,6 +349,11 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
         raise TrainingError("config.checkpoint.every_steps and config.checkpoint.keep must be > 0")
     if config.optim.lr <= 0:
         raise TrainingError(f"config.optim.lr={config.optim.lr} must be > 0")
+    if config.model.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise TrainingError(  # else JAX would silently compute in float32
+            "config.model.dtype=float64 needs 64-bit JAX: train.py enables it; in Python, run "
+            "inside `with jax.enable_x64(True):`"
+        )
 
 
 class _Preemption:
@@ -437,7 +456,7 @@ def setup_train(
     return TrainSetup(
         mesh=mesh,
         model_config=model_config,
-        encoder_params=replicate(encoder_params, replicated),
+        encoder_params=replicate(params_dtype(encoder_params, model_config), replicated),
         state=replicate(state, replicated),
         schedule=schedule,
         train_step=make_train_step(mesh, encoder, loss_config, step_fn),

@@ -302,6 +302,31 @@ def runs(tmp_path_factory):
     }
 
 
+FLOAT64 = ["--config.model.dtype=float64", "--config.image_every=0", "--config.sample_side=0"]
+
+
+@pytest.fixture(scope="module")
+def float64_runs(tmp_path_factory):
+    """Parameters at steps 10 and 20 of three float64 runs of one global batch, run together:
+    2 processes x 1 device, 1 process x 2 devices, 1 process x 1 device."""
+    root = tmp_path_factory.mktemp("float64")
+    started = time.monotonic()
+    launches = {
+        "2 x 1": Launch(root / "two", 20, extra=FLOAT64),
+        "1 x 2": Launch(root / "one_x2", 20, count=1, devices=2, extra=FLOAT64),
+        "1 x 1": Launch(root / "one_x1", 20, count=1, devices=1, extra=FLOAT64),
+    }
+    for launch in launches.values():
+        assert launch.wait() == [0] * len(launch.procs), launch.output(0)
+    print(f"\n[runs] float64 2 x 1, 1 x 2, 1 x 1 in parallel: {time.monotonic() - started:.0f} s")
+    with jax.enable_x64(True):  # else the float64 checkpoints would load as float32
+        return {
+            (name, step): _params(launch.workdir, step)
+            for name, launch in launches.items()
+            for step in (10, 20)
+        }
+
+
 def test_two_processes_train_and_checkpoint(runs):
     """scripts/train.sbatch under a stand-in srun: 2 tasks train, checkpoint and exit 0."""
     assert runs["codes"]["two"] == [0], runs["outputs"]["two"]
@@ -318,8 +343,9 @@ def test_same_parameters_on_any_topology(runs):
 
     Both run the same per-device program on the same rows. One device with the whole batch
     runs another program: its first step agrees to rounding (test_training's
-    test_two_devices_equal_one_device), but this model's training amplifies rounding (ReLU
-    kinks, Adam's sign-like first steps) to ~1e-2 in 20 steps, so it is not compared here.
+    test_two_devices_equal_one_device), but this model's training amplifies float32 rounding
+    (ReLU kinks, Adam's sign-like first steps) to ~1e-2 in 20 steps; it is compared in
+    float64 (test_same_parameters_on_any_topology_float64).
     """
     assert runs["codes"]["two"] == [0]
     two = _params(runs["dirs"]["two"], 20)
@@ -329,6 +355,21 @@ def test_same_parameters_on_any_topology(runs):
     assert difference <= 1e-5
     # Not vacuous: training moved the parameters far more than the tolerance.
     assert _max_difference(two, _params(runs["dirs"]["two"], 10)) > 1e-3
+
+
+def test_same_parameters_on_any_topology_float64(float64_runs):
+    """2 x 1, 1 x 2 and 1 x 1 train the same parameters, 1 x 1 included: in float64 the
+    programs' rounding (~1e-16) stays far below 1e-5 after the amplification of 20 steps."""
+    params = float64_runs
+    assert jax.tree.leaves(params["1 x 1", 20])[0].dtype == np.float64
+    names = ("2 x 1", "1 x 2", "1 x 1")
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            difference = _max_difference(params[a, 20], params[b, 20])
+            print(f"\nfloat64 max |params| difference at step 20, {a} vs {b}: {difference:.3g}")
+            assert difference <= 1e-5, (a, b)
+    # Not vacuous: training moved the parameters far more than the tolerance.
+    assert _max_difference(params["1 x 1", 20], params["1 x 1", 10]) > 1e-3
 
 
 def test_two_processes_resume_on_one(runs):

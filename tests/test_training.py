@@ -80,6 +80,37 @@ def test_losses_fall_without_recompiling():
     assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:5]), totals
 
 
+def test_float64_config_trains_in_float64():
+    """--config.model.dtype=float64: parameters, Adam state and loss in float64 (x64 scoped
+    here, as train.py sets it for its process); the first step's loss is the float32 run's to
+    float32 rounding (same initial values, same batch)."""
+    config = tiny.get_config()
+    dataset, _ = input_pipeline.create_dataset(config.data, config.global_batch_size, config.seed)
+    batch = next(iter(dataset))
+
+    def first_step():
+        setup = training.setup_train(config)
+        state = setup.train_step(
+            setup.state, setup.encoder_params, setup.device_batch(batch), setup.rng
+        )
+        return jax.device_get(state)
+
+    def float_dtypes(tree):
+        return {x.dtype for x in jax.tree.leaves(tree) if np.issubdtype(x.dtype, np.floating)}
+
+    state32, metrics32 = first_step()
+    config.model.dtype = "float64"
+    with pytest.raises(training.TrainingError, match="enable_x64"):
+        training.setup_train(config)  # without x64, float64 would silently be float32
+    with jax.enable_x64(True):
+        state64, metrics64 = first_step()
+    assert float_dtypes((state32.params, state32.opt_state)) == {np.dtype(np.float32)}
+    assert float_dtypes((state64.params, state64.opt_state)) == {np.dtype(np.float64)}
+    assert metrics64["total"].dtype == np.float64 and int(state64.step) == 1
+    for name in ("total", "content", "global_style", "local_style"):
+        np.testing.assert_allclose(metrics64[name], metrics32[name], rtol=1e-5, err_msg=name)
+
+
 def test_official_schedule_decays_per_epoch():
     config = tiny.get_config()
     config.optim.schedule = "official"

@@ -11,7 +11,8 @@ receive every value, and `configs/default.py` starts its `model` section from th
   max_sample_3, max_sample_45: style positions kept by the relu3_1 / relu4_1-5_1 blocks.
   max_sample_video: style positions kept by the video model's block.
   dtype: "float32" or "bfloat16" (compute dtype; parameters and statistics stay float32);
-    "float64" for exact-arithmetic parity checks (needs `jax.enable_x64`).
+    "float64" for numerics checks (parity, topology independence of training; needs
+    `jax.enable_x64`, which train.py sets; training then keeps float64 parameters).
 """
 
 from collections.abc import Mapping
@@ -75,7 +76,7 @@ def model_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if config["variant"] not in VARIANTS:
         raise ValueError(f"model variant {config['variant']!r}: choose one of {VARIANTS}")
     if config["dtype"] not in ("float32", "bfloat16", "float64"):
-        raise ValueError(f"model dtype {config['dtype']!r}: choose float32 or bfloat16")
+        raise ValueError(f"model dtype {config['dtype']!r}: choose float32, bfloat16 or float64")
     config["widths"] = [int(w) for w in config["widths"]]
     config["fusion_weights"] = [float(w) for w in config["fusion_weights"]]
     fusion = np.asarray(config["fusion_weights"])
