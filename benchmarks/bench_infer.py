@@ -197,12 +197,18 @@ def run_worker(impl: str, settings: dict, size: int, repeats: int) -> dict:
         f"--dtype={settings['dtype']}",
         f"--torch_memory_limit_gib={settings['torch_memory_limit_gib']}",
     ]
+    return run_json_worker(command)
+
+
+def run_json_worker(command: list[str]) -> dict:
+    """Runs a benchmark worker in a fresh process (so its peak RSS is its own) and returns the
+    JSON dict it printed last, or {"error": ...} naming how it failed."""
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # no fake devices from a test environment
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
         killed = " (killed: out of memory?)" if proc.returncode < 0 else ""
         return {"error": f"worker exit {proc.returncode}{killed}: {tail}"}
     return json.loads(lines[-1])

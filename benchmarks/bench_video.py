@@ -26,7 +26,6 @@ import fractions
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 
 from absl import flags
 
-from benchmarks.bench_infer import _rss_mib
+from benchmarks.bench_infer import _rss_mib, run_json_worker
 from flax_style import cli, errors
 
 PROGRAM = "python -m benchmarks.bench_video"
@@ -120,14 +119,7 @@ def _run(worker: str, **kwargs) -> dict:
     """One measurement in a fresh subprocess (peak RSS of that process alone)."""
     command = [sys.executable, "-m", "benchmarks.bench_video", f"--worker={worker}"]
     command += [f"--{name}={value}" for name, value in kwargs.items()]
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # no fake devices from a test environment
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"error": f"worker exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
+    return run_json_worker(command)
 
 
 def _flags() -> flags.FlagValues:
