@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from flax_style import errors, models
+from flax_style import errors, models, ops
 
 MODEL_ITEMS = ("params", "encoder", "model_config")
 TRAIN_ITEMS = (*MODEL_ITEMS, "opt_state", "rng", "data", "train_config")
@@ -147,15 +147,12 @@ def _on_one_device(metadata: Any) -> Any:
 
 def count_nonfinite(tree: Any) -> tuple[int, int]:
     """(arrays holding a NaN or Inf, all arrays) of a parameter tree."""
-    leaves = jax.tree.leaves(tree)
-    finite = jax.device_get(_all_finite(leaves))
-    return sum(not ok for ok in finite), len(leaves)
+    finite = jax.device_get(_finite_leaves(tree))
+    return int((~finite).sum()), finite.size
 
 
-@jax.jit
-def _all_finite(leaves: list) -> list:
-    # One program for the whole tree: an eager check compiles two programs per array shape.
-    return [jax.numpy.isfinite(leaf).all() for leaf in leaves]
+# One program for the whole tree: an eager check compiles two programs per array shape.
+_finite_leaves = jax.jit(ops.finite_leaves)
 
 
 def check_finite(tree: Any, where: str) -> None:

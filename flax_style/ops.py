@@ -6,6 +6,7 @@ float64, for exact-arithmetic parity checks).
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,11 @@ EPS = 1e-5
 def stat_dtype(dtype) -> jnp.dtype:
     """The dtype statistics are computed in: float32, or float64 for float64 inputs."""
     return jnp.promote_types(dtype, jnp.float32)
+
+
+def finite_leaves(tree: Any) -> jax.Array:
+    """(number of arrays,) bool: whether each array of `tree` is free of NaN and Inf."""
+    return jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)])
 
 
 def calc_mean_std(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:

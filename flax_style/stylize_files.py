@@ -107,6 +107,21 @@ class _FeatureCache:
         return value
 
 
+def check_destination_and_sizes(options: Any) -> None:
+    """The checks every output-options class shares (images here, clips in `stylize_video`):
+    exactly one of `output` and `output_dir`, and positive `size`, `style_size`, `batch_size`.
+
+    Raises:
+      StylizeError: naming the flag and what it must be.
+    """
+    if (options.output is None) == (options.output_dir is None):
+        raise StylizeError("give exactly one of --output and --output_dir")
+    for name in ("size", "style_size", "batch_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise StylizeError(f"--{name} {value}: must be positive")
+
+
 @dataclasses.dataclass(frozen=True)
 class FileOptions:
     """Where outputs go and how images are read; checked here, once, on creation.
@@ -134,17 +149,12 @@ class FileOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "ext", self.ext.lower().lstrip("."))
+        check_destination_and_sizes(self)
         kinds = ", ".join(OUTPUT_EXTENSIONS)
-        if (self.output is None) == (self.output_dir is None):
-            raise StylizeError("give exactly one of --output and --output_dir")
         if self.ext not in OUTPUT_EXTENSIONS:
             raise StylizeError(f"--ext {self.ext}: choose one of {kinds}")
         if self.output and os.path.splitext(self.output)[1].lower()[1:] not in OUTPUT_EXTENSIONS:
             raise StylizeError(f"--output {self.output}: end it in one of {kinds}")
-        for name in ("size", "style_size", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise StylizeError(f"--{name} {value}: must be positive")
 
     def path(self, content: str, styles: Sequence[str]) -> str:
         """Where the output of `content` stylized with `styles` goes."""

@@ -42,15 +42,10 @@ class ClipOptions:
     batch_size: int = 4
 
     def __post_init__(self):
-        if (self.output is None) == (self.output_dir is None):
-            raise StylizeError("give exactly one of --output and --output_dir")
+        stylize_files.check_destination_and_sizes(self)
         if self.output is not None and not video.is_video(self.output):
             kinds = ", ".join(video.VIDEO_EXTENSIONS)
             raise StylizeError(f"--output {self.output}: a clip's output ends in one of {kinds}")
-        for name in ("size", "style_size", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise StylizeError(f"--{name} {value}: must be positive")
 
     def path(self, clip: str, styles: Sequence[str]) -> str:
         """Where the output of `clip` stylized with `styles` goes."""

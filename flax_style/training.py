@@ -273,15 +273,10 @@ def train_step(
     # After the all-reduce, so every device holds the same answer. Element-wise checks, not a
     # norm: the square of a large finite value would overflow to Inf.
     flags = {
-        "finite_update": _all_finite((terms["total"], grads)),
-        "finite_params": _all_finite(new_state.params),
+        "finite_update": ops.finite_leaves((terms["total"], grads)).all(),
+        "finite_params": ops.finite_leaves(new_state.params).all(),
     }
     return new_state, {**terms, **flags}
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    """Scalar bool: no NaN or Inf anywhere in `tree`."""
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def make_train_step(
@@ -589,7 +584,7 @@ def _finish(workdir, config, setup: TrainSetup, state, num_steps: int, already_d
     """Process 0 after the last step: the sample sheet, and what to look at and run next."""
     if int(jax.device_get(state.step)) < num_steps:  # stopped early (SIGTERM): no samples
         return
-    paths = {name: os.path.join(workdir, "samples", f"{name}.png") for name in SAMPLE_NAMES}
+    paths = sample_paths(workdir)
     if not (already_done and all(map(os.path.isfile, paths.values()))):
         params, encoder_params = _local(state.params), _local(setup.encoder_params)
         stylizer = stylize.Stylizer(params, encoder_params, setup.model_config)
@@ -825,6 +820,11 @@ def _stylize(stylizer: stylize.Stylizer, local_batch, count: int = 4) -> np.ndar
     return (np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def sample_paths(workdir: str) -> dict[str, str]:
+    """{"content", "style", "sheet"}: the end-of-run sample files of a work dir."""
+    return {name: os.path.join(workdir, "samples", f"{name}.png") for name in SAMPLE_NAMES}
+
+
 def write_samples(
     workdir: str, data: ml_collections.ConfigDict, stylizer: stylize.Stylizer, side: int
 ) -> dict[str, str]:
@@ -835,7 +835,7 @@ def write_samples(
     Returns:
       {"content", "style", "sheet"}: the paths written.
     """
-    paths = {name: os.path.join(workdir, "samples", f"{name}.png") for name in SAMPLE_NAMES}
+    paths = sample_paths(workdir)
     images = {}
     for role in ("content", "style"):
         source = input_pipeline.open_source(data[role], role, data.image_key, data.tfds_data_dir)
