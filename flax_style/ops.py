@@ -270,7 +270,16 @@ def _map_row_chunks(fn, rows: jax.Array, out: jax.Array, chunk) -> jax.Array:
     return jax.lax.fori_loop(0, jnp.asarray((n + chunk - 1) // chunk), body, out)
 
 
-def adaptive_normalize(content: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-    """`std * mvn(content) + mean`, with mean/std given per content position as (b, n, C)."""
-    b, h, w, c = content.shape
-    return std.reshape(b, h, w, c) * mvn(content) + mean.reshape(b, h, w, c)
+def adaptive_normalize(
+    content: jax.Array, mean: jax.Array, std: jax.Array, output_size: Sequence[int] | None = None
+) -> jax.Array:
+    """`std * mvn(content) + mean`, with mean/std given per output position as (b, n, C).
+
+    `output_size`: the content positions of `resize_nearest(content, output_size)` only (the
+    statistics of `mvn` still cover every position); None: all of them.
+    """
+    normalized = mvn(content)
+    if output_size is not None:
+        normalized = resize_nearest(normalized, output_size)
+    b, h, w, c = normalized.shape
+    return std.reshape(b, h, w, c) * normalized + mean.reshape(b, h, w, c)

@@ -230,6 +230,24 @@ def test_adaattn_block(world, features, size):
     assert_close(nchw(actual), expected, f"adaattn_3 block {size}", "AdaAttN block")
 
 
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_adaattn_block_output_size(world, features, size):
+    """`output_size` (how the proposed model computes D(F_cs^3)) equals the whole block output
+    resized with PyTorch's nearest rule, also on odd sizes."""
+    tc, ts, _, _ = features[size]
+    torch_block = world["proposed"]["model"].transformer.attn_adain_2_3_1
+    keys = ref.get_key(tc, 3, "pair"), ref.get_key(ts, 3, "pair")
+    out_size = tuple(tc[3].shape[2:])  # the relu4_1 grid
+    with torch.no_grad():
+        whole = torch_block(tc[2], ts[2], *keys)
+        expected = F.interpolate(whole, size=out_size, mode="nearest").numpy()
+    block = models.AdaAttN(256, 384, 64 * 64)
+    args = nhwc(tc[2]), nhwc(ts[2]), *(nhwc(k) for k in keys)
+    actual = block.apply({"params": block_params(torch_block)}, *args, out_size)
+    assert actual.shape[1:3] == out_size
+    assert_close(nchw(actual), expected, f"relu3_1 pair block onto {out_size}", "AdaAttN block")
+
+
 def _recover_subset(block: models.AdaAttN, rng: jax.Array, height: int, width: int):
     """The style positions a JAX block keeps for `rng`, read off its output.
 

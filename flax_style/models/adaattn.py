@@ -37,8 +37,16 @@ class AdaAttN(nn.Module):
         style: jax.Array,
         content_key: jax.Array,
         style_key: jax.Array,
+        output_size: tuple[int, int] | None = None,
     ) -> jax.Array:
+        """The block's output, or `ops.resize_nearest(output, output_size)` with `output_size`.
+
+        Every step after the content statistics is per content position, so with `output_size`
+        only the kept positions attend: the proposed model keeps a quarter of relu3_1's.
+        """
         b = content.shape[0]
+        if output_size is not None:
+            content_key = ops.resize_nearest(content_key, output_size)
         f = nn.Conv(self.key_planes, (1, 1), dtype=self.dtype, name="f")
         g = nn.Conv(self.key_planes, (1, 1), dtype=self.dtype, name="g")
         h = nn.Conv(self.in_planes, (1, 1), dtype=self.dtype, name="h")
@@ -64,4 +72,4 @@ class AdaAttN(nn.Module):
             )
         else:
             raise ValueError(f"similarity {self.similarity!r}: choose softmax or cosine")
-        return ops.adaptive_normalize(content, mean, std)
+        return ops.adaptive_normalize(content, mean, std, output_size)

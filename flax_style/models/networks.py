@@ -124,17 +124,20 @@ class ProposedNetwork(nn.Module):
         """Decoder input {"features": merged relu4_1-resolution map}."""
         c_single, s_single = _keys(content, "single", (3, 4, 5)), _keys(style, "single", (3, 4, 5))
         c_pair, s_pair = ops.attention_key(content, 3, "pair"), ops.attention_key(style, 3, "pair")
+        out4 = self.attn_adain_4_1(content[3], style[3], c_single[4], s_single[4])
+        out5 = self.attn_adain_5_1(content[4], style[4], c_single[5], s_single[5])
+        # D(F_cs^3) keeps the relu3_1 positions that land on the relu4_1 grid (a quarter of
+        # them): the blocks compute only those (the same values, 4x less attention).
+        size4 = out4.shape[1:3]
         out3 = jnp.concatenate(
             [
-                self.attn_adain_3_1(content[2], style[2], c_single[3], s_single[3]),
-                self.attn_adain_2_3_1(content[2], style[2], c_pair, s_pair),
+                self.attn_adain_3_1(content[2], style[2], c_single[3], s_single[3], size4),
+                self.attn_adain_2_3_1(content[2], style[2], c_pair, s_pair, size4),
             ],
             axis=-1,
         )
-        out4 = self.attn_adain_4_1(content[3], style[3], c_single[4], s_single[4])
-        out5 = self.attn_adain_5_1(content[4], style[4], c_single[5], s_single[5])
         w3, w4, w5 = self.fusion_weights
-        fused = w3 * ops.match_size(out3, out4) + w4 * out4 + w5 * ops.match_size(out5, out4)
+        fused = w3 * out3 + w4 * out4 + w5 * ops.match_size(out5, out4)
         return {"features": self.merge_conv(reflect_pad(fused))}
 
     def decode(self, decoder_input: dict[str, jax.Array], output_size=None) -> jax.Array:
