@@ -86,6 +86,8 @@ class Controls:
             if mask.ndim != 2:
                 raise StylizeError(f"mask of shape {mask.shape}: expected (h, w)")
             object.__setattr__(self, "mask", mask)
+        if not -(2**31) <= self.seed < 2**31:
+            raise StylizeError(f"seed {self.seed}: must fit in 32 bits")
 
     def style_weights(self, num_styles: int) -> np.ndarray:
         """float32 weights summing to 1 for `num_styles` styles (checks the count)."""
@@ -162,12 +164,13 @@ class _Program:
     ):
         """Decoder-input blend of `T(c, s_i)` (and `T(c, c)`), decoded at `output_size`.
 
-        `blend` = {"weights", "mask", "alpha", "key", "preserve_color"}, all traced.
+        `blend` = {"weights", "mask", "alpha", "seed", "preserve_color"}, all traced.
         """
+        key = jax.random.key(blend["seed"])  # in the program: no separate eager program
         mask = blend["mask"]
         mix = None
         for i, style_feats in enumerate(styles_feats):
-            t = self._transform(params, content_feats, style_feats, blend["key"])
+            t = self._transform(params, content_feats, style_feats, key)
             if mask is not None:
                 m = {name: _area_resize(mask, x.shape[1:3]) for name, x in t.items()}
                 t = {name: (m[name] if i == 0 else 1.0 - m[name]) * x for name, x in t.items()}
@@ -175,7 +178,7 @@ class _Program:
                 t = {name: blend["weights"][i] * x for name, x in t.items()}
             mix = t if mix is None else {name: mix[name] + x for name, x in t.items()}
         if with_content:
-            own = self._transform(params, content_feats, content_feats, blend["key"])
+            own = self._transform(params, content_feats, content_feats, key)
             alpha = blend["alpha"]
             mix = {name: alpha * mix[name] + (1.0 - alpha) * own[name] for name in mix}
         out = self.network.apply({"params": params}, mix, output_size, method="decode")
@@ -330,7 +333,7 @@ def _blend(content: np.ndarray, num_styles: int, controls: Controls) -> tuple[di
         "weights": controls.style_weights(num_styles),
         "mask": mask,
         "alpha": np.float32(controls.alpha),
-        "key": jax.random.key(controls.seed),
+        "seed": np.int32(controls.seed),
         "preserve_color": np.bool_(controls.preserve_color),
     }
     static = {"output_size": tuple(content.shape[1:3]), "with_content": controls.alpha != 1.0}
