@@ -81,11 +81,12 @@ def _weights(text: list[str] | None) -> tuple[float, ...] | None:
 @errors.reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(_flags(), argv, PROGRAM, __doc__.split("\n\n")[0])
-    cli.enable_compilation_cache()
-    import jax  # after the flags: `--help` and flag errors stay fast
-    from absl import logging as absl_logging
+    with cli.startup_imports():  # after the flags: `--help` and flag errors stay fast
+        cli.enable_compilation_cache()
+        import jax
+        from absl import logging as absl_logging
 
-    from flax_style import stylize, stylize_files, stylize_video
+        from flax_style import stylize, stylize_files, stylize_video
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are noise here
     problems = []  # inputs that do not exist: reported, the others still run

@@ -10,11 +10,13 @@ turns on JAX's persistent compilation cache with `enable_compilation_cache` (mov
 with `FLAX_STYLE_COMPILATION_CACHE`).
 """
 
+import contextlib
+import gc
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from absl import flags
 
@@ -149,6 +151,20 @@ def int_list(values: Sequence[str], flag: str) -> list[int]:
         return [int(v) for v in values]
     except ValueError:
         raise UsageError(f"--{flag}={','.join(values)}: expected integers, e.g. 256,512") from None
+
+
+@contextlib.contextmanager
+def startup_imports() -> Iterator[None]:
+    """A tool's imports of JAX and the libraries built on it, with Python's cyclic garbage
+    collector paused; what they built is then frozen (`gc.freeze`: never scanned again). The
+    collections during those imports, and the last one at exit, would otherwise walk several
+    hundred thousand objects: about 0.3 s of a small job's whole process."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 CACHE_ENV = "FLAX_STYLE_COMPILATION_CACHE"  # a directory, or "off"

@@ -184,8 +184,13 @@ def attention_mean_std(
 
     def attend(q: jax.Array) -> jax.Array:
         logits = jnp.einsum("bqk,bnk->bqn", q.astype(dtype), key, preferred_element_type=accumulate)
-        weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-        return jnp.einsum("bqn,bnc->bqc", weights, moments_value, preferred_element_type=accumulate)
+        # Softmax with its division moved after the matmul: (e @ [V, V^2]) / sum(e) divides an
+        # (n_q, 2C) result instead of the (n_q, n_k) weights.
+        shifted = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+        moments = jnp.einsum(
+            "bqn,bnc->bqc", shifted.astype(dtype), moments_value, preferred_element_type=accumulate
+        )
+        return moments / shifted.sum(axis=-1, keepdims=True)
 
     b, n_q, k = query.shape
     if query_chunk is None or (isinstance(n_q, int) and n_q <= query_chunk):

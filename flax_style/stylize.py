@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_style import checkpoint, errors, image_io, models
+from flax_style import checkpoint, errors, executable_cache, image_io, models
 
 # Content positions per attention chunk. At relu4_1 with a 65,536-position style subset a
 # chunk's logits take 4096 * 65536 * 4 B = 1 GiB; the official code (no chunks) holds the whole
@@ -129,9 +129,13 @@ def _area_resize(mask: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 class _Program:
     """The jitted functions of one model config, common to every `Stylizer` of that config, so
-    that a new `Stylizer` (another checkpoint, another `infer.main` call) reuses compilations."""
+    that a new `Stylizer` (another checkpoint, another `infer.main` call) reuses compilations.
+    `run` calls them through `executable_cache` (a later process loads what this one compiled).
+    """
 
     def __init__(self, model_config: dict[str, Any], query_chunk: int | None):
+        self.identity = f"{json.dumps(model_config, sort_keys=True)} query_chunk={query_chunk}"
+        self.executables = {}  # this process's compiled programs, by entry
         self.encoder = models.build_encoder(model_config, models.encoder_depth(model_config))
         self.network = models.build_network(model_config, query_chunk=query_chunk)
         self.traces = collections.Counter()  # traces per entry point (recompilation checks)
@@ -139,6 +143,13 @@ class _Program:
         self.encode = jax.jit(self._encode)
         self.render = jax.jit(self._render, static_argnames=static)
         self.fused = jax.jit(self._fused, static_argnames=static)
+
+    def run(self, name: str, *args: Any, **static: Any) -> Any:
+        """`getattr(self, name)(*args, **static)` as a stored compiled executable."""
+        jitted = getattr(self, name)
+        return executable_cache.call(
+            jitted, f"{name} {self.identity}", self.executables, *args, **static
+        )
 
     def _encode(self, encoder_params, images):
         return self.encoder.apply({"params": encoder_params}, images)
@@ -262,7 +273,7 @@ class Stylizer:
         """
         single = np.ndim(content) == 3
         args, static = self._fused_args(content, styles, Controls(**controls))
-        out = np.asarray(self._program.fused(*args, **static), np.float32)
+        out = np.asarray(self._program.run("fused", *args, **static), np.float32)
         return out[0] if single else out
 
     def lower(
@@ -290,7 +301,7 @@ class Stylizer:
 
     def encode(self, images: np.ndarray) -> Features:
         """Encoder features [relu1_1 .. relu5_1] of (h, w, 3) or (b, h, w, 3) images."""
-        return self._program.encode(self.encoder_params, _batched(images, "image"))
+        return self._program.run("encode", self.encoder_params, _batched(images, "image"))
 
     def render(
         self,
@@ -312,8 +323,8 @@ class Stylizer:
         """
         content = np.asarray(content, np.float32)  # already checked by `encode`
         blend, static = _blend(content, len(styles_feats), controls)
-        out = self._program.render(
-            self.params, content, content_feats, list(styles_feats), blend, **static
+        out = self._program.run(
+            "render", self.params, content, content_feats, list(styles_feats), blend, **static
         )
         return np.asarray(out, np.float32)
 

@@ -1,6 +1,7 @@
 """The persistent compilation cache of the tools: where it lives, that a repeated run in a fresh
-process compiles nothing, and that it can be turned off."""
+process compiles and traces nothing (the stored executables), and that it can be turned off."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from flax_style import checkpoint, cli, image_io
+from flax_style import checkpoint, cli, executable_cache, image_io, stylize
 from tests.test_stylize import CONFIG, make_stylizer, random_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,9 +66,55 @@ def test_second_run_compiles_nothing(pair, tmp_path):
     assert any("stylize" in name or "fused" in name or "mix" in name for name in after_first), (
         sorted(after_first)
     )
+    executables = _entries(cache / executable_cache.SUBDIRECTORY)
+    assert len(executables) == 1, sorted(executables)  # the single-pair program
     second = _infer(pair, tmp_path / "b.npy", env)
     assert _entries(cache) == after_first
+    assert _entries(cache / executable_cache.SUBDIRECTORY) == executables
     np.testing.assert_array_equal(first, second)
+
+
+def _fresh_program_output(content, style) -> tuple[np.ndarray, int]:
+    """Stylizes with a new program object, as a new process would have: (pixels, traces)."""
+    stylize._program.cache_clear()
+    stylizer = make_stylizer(calibrate=False)
+    out = stylizer.stylize(content, style)
+    return out, stylizer.traces["fused"]
+
+
+def test_stored_executable_skips_tracing(tmp_path, monkeypatch):
+    """A new program finds the executable an earlier one stored and runs it without tracing the
+    model, to the same pixels; a damaged entry is compiled again and replaced; another source
+    (a changed package) gets its own entry."""
+    store = tmp_path / executable_cache.SUBDIRECTORY
+    monkeypatch.setattr(executable_cache, "directory", lambda: str(store))
+    content, style = random_image(0), random_image(1)
+    try:
+        first, traces = _fresh_program_output(content, style)
+        assert traces == 1
+        (entry,) = store.iterdir()
+        second, traces = _fresh_program_output(content, style)
+        assert traces == 0
+        np.testing.assert_array_equal(second, first)
+        entry.write_bytes(entry.read_bytes()[:1000])  # a truncated entry
+        third, traces = _fresh_program_output(content, style)
+        assert traces == 1
+        np.testing.assert_array_equal(third, first)
+        assert _fresh_program_output(content, style)[1] == 0  # replaced by a whole one
+        monkeypatch.setattr(executable_cache, "_environment_fingerprint", lambda: "other")
+        assert _fresh_program_output(content, style)[1] == 1
+        assert len(list(store.iterdir())) == 2
+    finally:
+        stylize._program.cache_clear()  # no program of this test outlives it
+
+
+def test_startup_imports_pause_and_resume_collection():
+    assert gc.isenabled()
+    with pytest.raises(ImportError):
+        with cli.startup_imports():
+            assert not gc.isenabled()
+            import flax_style_no_such_module  # noqa: F401
+    assert gc.isenabled()
 
 
 def test_cache_off(pair, tmp_path):

@@ -248,6 +248,25 @@ def test_adaattn_block_output_size(world, features, size):
     assert_close(nchw(actual), expected, f"relu3_1 pair block onto {out_size}", "AdaAttN block")
 
 
+@pytest.mark.parametrize("hw", [(5, 7), (8, 8)])
+def test_upsampled_conv_matches_torch(hw):
+    """The decoder's conv after an upsampling, computed at the low resolution, against
+    PyTorch's conv of the reflection-padded, nearest-upsampled map."""
+    from flax_style.models.decoder import UpsampledConv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, *hw)).astype(np.float32)
+    weight = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    with torch.no_grad():
+        upsampled = F.interpolate(torch.from_numpy(x), scale_factor=2, mode="nearest")
+        padded = F.pad(upsampled, (1, 1, 1, 1), mode="reflect")
+        expected = F.conv2d(padded, torch.from_numpy(weight), torch.from_numpy(bias)).numpy()
+    params = {"kernel": jnp.asarray(weight.transpose(2, 3, 1, 0)), "bias": jnp.asarray(bias)}
+    actual = UpsampledConv(8).apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    assert_close(nchw(actual), expected, f"upsampled conv {hw}", "decoder conv")
+
+
 def _recover_subset(block: models.AdaAttN, rng: jax.Array, height: int, width: int):
     """The style positions a JAX block keeps for `rng`, read off its output.
 
