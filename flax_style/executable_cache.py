@@ -72,7 +72,7 @@ def entry_path(store: str, program: str, args: tuple, static: dict[str, Any]) ->
 
 def call(jitted: Callable, program: str, memo: dict, *args: Any, **static: Any) -> Any:
     """`jitted(*args, **static)`, through a compiled executable found in `memo` (this process),
-    on disk, or compiled (then kept in both).
+    on disk (if it accepts `args`), or compiled (then kept in both).
 
     Args:
       jitted: the `jax.jit` function.
@@ -82,15 +82,20 @@ def call(jitted: Callable, program: str, memo: dict, *args: Any, **static: Any) 
     """
     store = directory() if jax.process_count() == 1 else None
     key = entry_path(store or "", program, args, static)
-    compiled = memo.get(key)
-    if compiled is None:
-        compiled = _load(key) if store else None
-        if compiled is None:
-            compiled = jitted.lower(*args, **static).compile()
-            if store:
-                _save(key, compiled)
-        memo[key] = compiled
-    return compiled(*args)
+    if key not in memo and store:
+        loaded = _load(key)
+        try:
+            out = loaded(*args) if loaded is not None else None
+        except (TypeError, ValueError):  # arguments it was not built for: compile instead
+            out = loaded = None
+        if loaded is not None:
+            memo[key] = loaded
+            return out
+    if key not in memo:
+        memo[key] = jitted.lower(*args, **static).compile()
+        if store:
+            _save(key, memo[key])
+    return memo[key](*args)
 
 
 def _load(path: str) -> jax.stages.Compiled | None:
@@ -101,9 +106,7 @@ def _load(path: str) -> jax.stages.Compiled | None:
         return serialize_executable.deserialize_and_load(
             payload, in_tree, out_tree, execution_devices=[devices[i] for i in device_ids]
         )
-    except FileNotFoundError:
-        return None
-    except Exception:  # written by another build, truncated: compile again and replace it
+    except Exception:  # none yet, or truncated, or foreign: compile (again) and store it
         return None
 
 
