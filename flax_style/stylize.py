@@ -58,7 +58,8 @@ class Controls:
       mask: (h, w) in [0, 1], or an RGB image (its luminance), any size (stretched onto the
         content): the first style where it is 1, the second where it is 0. Excludes `weights`.
       preserve_color: keep the content's chroma (transfer luminance only).
-      seed: seed of the style-position subset (used only when a style exceeds `max_sample`).
+      seed: seed of the style-position subset (used only when a style exceeds `max_sample`);
+        32-bit.
     """
 
     alpha: float = 1.0
