@@ -28,6 +28,8 @@ import jax
 import numpy as np
 from jax.experimental import serialize_executable
 
+from flax_style import atomic
+
 SUBDIRECTORY = "flax-style-executables"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -111,22 +113,16 @@ def _load(path: str) -> jax.stages.Compiled | None:
 
 
 def _save(path: str, compiled: jax.stages.Compiled) -> None:
-    """Writes the entry whole or not at all (a temporary file renamed into place); a read-only
-    cache or a program that cannot be serialized is simply not stored."""
+    """Writes the entry whole or not at all (`atomic.write`); a read-only cache or a program that
+    cannot be serialized is simply not stored."""
     shardings = jax.tree.leaves(compiled.input_shardings)
     device_ids = sorted({device.id for sharding in shardings for device in sharding.device_set})
     try:
         payload = pickle.dumps((*serialize_executable.serialize(compiled), device_ids))
     except (ValueError, NotImplementedError, pickle.PicklingError):
         return
-    temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as entry:
+        with atomic.write(path) as temporary, open(temporary, "wb") as entry:
             entry.write(payload)
-        os.replace(temporary, path)
     except OSError:
         pass
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from flax_style import cli, errors, stylize
+from flax_style import atomic, cli, errors, stylize
 
 FORMAT = "flax-style.jaxexport"
 FORMAT_VERSION = 1
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     stylizer = stylize.load_stylizer(args.checkpoint)
     exported = export_stylizer(stylizer, args.seed, tuple(args.platforms))
     blob = artifact_bytes(exported, metadata(exported, stylizer, args.seed))
-    parent = os.path.dirname(args.out)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(args.out, "wb") as f:
+    with atomic.write(args.out) as temporary, open(temporary, "wb") as f:
         f.write(blob)
     print(
         f"wrote {args.out} ({len(blob) / 2**20:.1f} MiB): {stylizer.model_config['variant']} "

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from flax_style import image_io
+from flax_style import atomic, image_io
 from flax_style.stylize import Controls, StylizeError, Stylizer, check_size
 
 OUTPUT_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "npy")
@@ -69,10 +69,8 @@ def output_name(content_path: str, style_paths: Sequence[str], ext: str) -> str:
 def save_output(path: str, image: np.ndarray) -> None:
     """`.npy`: float32 (h, w, 3) before clipping; images: clipped, x255 truncated to uint8."""
     if path.lower().endswith(".npy"):
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        np.save(path, np.asarray(image, np.float32))
+        with atomic.write(path) as temporary, open(temporary, "wb") as f:
+            np.save(f, np.asarray(image, np.float32))
     else:
         image_io.save_image(path, image)
 

@@ -5,6 +5,7 @@ compilations are reused (the numbers of the controls are in test_stylize.py, the
 official weights in test_convert.py).
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -174,3 +175,28 @@ def test_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and out.startswith("usage: python infer.py")
     assert "--output_dir" in out and "--[no]preserve_color" in out and "flagfile" not in out
+
+
+def test_outputs_are_complete_or_absent(tmp_path, monkeypatch):
+    """A write that fails halfway leaves the earlier output as it was and no stray file; a
+    new output appears only whole."""
+    from flax_style import stylize_files
+
+    old = [tmp_path / "out.png", tmp_path / "out.npy"]
+    for path in old:
+        stylize_files.save_output(str(path), random_image(0))
+    before = [path.read_bytes() for path in old]
+
+    def write_half_then_fail(file, *args, **kwargs):
+        with open(file, "wb") if isinstance(file, str) else contextlib.nullcontext(file) as f:
+            f.write(b"half an image")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", lambda self, file, *a, **k: write_half_then_fail(file))
+    monkeypatch.setattr(np, "save", write_half_then_fail)
+    for path in [*old, tmp_path / "sub" / "new.png"]:
+        with pytest.raises(OSError, match="disk full"):
+            stylize_files.save_output(str(path), random_image(1))
+    assert [path.read_bytes() for path in old] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy", "out.png", "sub"]
+    assert list((tmp_path / "sub").iterdir()) == []
